@@ -1,0 +1,86 @@
+"""Checked, atomic downloads into the data home (``$VQVAE_DATA`` or ``~/.cache/vqvae/data``)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from vqvae.data.errors import DataError
+
+__all__ = ["data_home", "fetch"]
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60
+
+
+class _ChecksumError(Exception):
+    """A download whose MD5 differs from the canonical one."""
+
+
+def data_home() -> Path:
+    """Where downloaded data sets live: ``$VQVAE_DATA``, else ``~/.cache/vqvae/data``."""
+    env = os.environ.get("VQVAE_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "vqvae" / "data"
+
+
+def fetch(name: str, urls: Sequence[str], md5: str, dest_dir: Path, *, hint: str) -> Path:
+    """Download ``name`` into ``dest_dir`` from the first URL that serves the right bytes.
+
+    The bytes go to a temporary file in ``dest_dir`` and are renamed into place only
+    after their MD5 matches ``md5``, so a crash or a bad mirror never leaves a partial
+    or wrong file under the final name.
+
+    Args:
+        name: file name to create in ``dest_dir``.
+        urls: full URLs to try in order (mirrors).
+        md5: expected hex MD5 of the file.
+        dest_dir: folder to download into (created if missing).
+        hint: appended to the error when every URL fails (say where to put files offline).
+
+    Returns:
+        The path of the verified file.
+
+    Raises:
+        DataError: when no URL gave a file with the expected checksum.
+    """
+    dest = dest_dir / name
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(
+            f"cannot create the download folder {dest_dir}: {err}; "
+            "set VQVAE_DATA to a writable folder"
+        ) from err
+    failures = []
+    for url in urls:
+        try:
+            _download_checked(url, md5, dest)
+            return dest
+        except _ChecksumError as err:
+            failures.append(f"{url}: {err}")
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+            failures.append(f"{url}: {getattr(err, 'reason', err)}")
+    raise DataError(f"could not download {name} ({'; '.join(failures)}). {hint}")
+
+
+def _download_checked(url: str, md5: str, dest: Path) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
+            digest = hashlib.md5(usedforsecurity=False)
+            while chunk := resp.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != md5:
+            raise _ChecksumError(f"MD5 {digest.hexdigest()} is not the expected {md5}")
+        tmp.chmod(0o644)  # mkstemp makes files private; data files are not secret
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)

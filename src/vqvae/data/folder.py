@@ -1,0 +1,323 @@
+"""Image folders: a directory, or a ``.tar`` / ``.tar.gz`` / ``.tgz`` of one, read in place.
+
+Layout, after unwrapping single wrapper folders (``archive/photos/...``):
+
+* top level holds only ``train`` / ``val`` / ``test`` folders → those are the splits,
+  and the folders below each are classes;
+* otherwise everything is the ``train`` split, and the top-level folders are classes;
+* image files directly at the class level → no classes (labels are ``None``).
+
+Hidden files and folders and files without an image extension are ignored. Archives are
+read with :mod:`tarfile`, never extracted to disk. Decoded images are cached (see
+:mod:`vqvae.data.cache`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from vqvae.data.cache import cached_decode, peek
+from vqvae.data.errors import DataError
+from vqvae.data.source import SPLITS, DecodedImages, SplitArrays
+from vqvae.data.transforms import resize_and_crop
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderSource", "is_archive"]
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "F"})
+
+
+def is_archive(path: Path) -> bool:
+    """Whether ``path`` is named like a tar archive this module reads."""
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One image file: its path inside the folder, split on ``/``, and a handle to read it."""
+
+    parts: tuple[str, ...]
+    ref: Path | tarfile.TarInfo
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Which entries belong to which split, and their labels (``None`` without classes)."""
+
+    splits: dict[str, list[tuple[_Entry, int | None]]]
+    classes: tuple[str, ...]
+
+
+class ImageFolderSource:
+    """Images from a folder or tar archive; see the module docstring for the layout.
+
+    Args:
+        path: the folder or archive.
+        image_size: resize the shorter side to this, then centre-crop a square; ``None``
+            requires every image to have the same size already.
+        name: data-set name to show in :attr:`description` (e.g. ``"cifar10"``).
+    """
+
+    def __init__(self, path: Path, image_size: int | None, name: str | None = None) -> None:
+        self._path = path.expanduser().resolve()
+        self._image_size = image_size
+        self._name = name
+        self._tree: _Tree = _TarTree(self._path) if is_archive(self._path) else _DirTree(self._path)
+        self._decoded: DecodedImages | None = None
+
+    @property
+    def description(self) -> str:
+        kind = "image archive" if is_archive(self._path) else "image folder"
+        return f"{self._name} ({kind} {self._path})" if self._name else f"{kind} {self._path}"
+
+    def splits(self) -> tuple[str, ...]:
+        # A cache hit answers without listing the archive, which takes seconds.
+        self._decoded = self._decoded or peek(self._path.name, self._cache_key)
+        if self._decoded is not None:
+            return tuple(self._decoded.splits)
+        return tuple(self._layout.splits)
+
+    def read(self, split: str) -> tuple[SplitArrays, tuple[str, ...]]:
+        if self._decoded is None:
+            self._decoded = cached_decode(self._path.name, self._cache_key, self._decode_all)
+        return self._decoded.splits[split], self._decoded.classes
+
+    @cached_property
+    def _cache_key(self) -> dict[str, object]:
+        return {
+            "source": "image-folder",
+            "image_size": self._image_size,
+            **self._tree.fingerprint(),
+        }
+
+    @cached_property
+    def _layout(self) -> _Layout:
+        return _layout(self._tree.entries, str(self._path))
+
+    def _decode_all(self) -> DecodedImages:
+        items = [(split, *item) for split, group in self._layout.splits.items() for item in group]
+        entries = [entry for _, entry, _ in items]
+        pixels = _decode_entries(self._tree, entries, self._image_size)
+        _check_sizes(pixels, [self._tree.where(entry) for entry in entries], self._path)
+        rgb = any(p.ndim == 3 for p in pixels)  # one colour image makes the whole set RGB
+        splits = {}
+        for split in self._layout.splits:
+            picked = [i for i, (s, _, _) in enumerate(items) if s == split]
+            images = _stack([pixels[i] for i in picked], rgb)
+            labels = [items[i][2] for i in picked]
+            splits[split] = SplitArrays(
+                images, np.array(labels, dtype=np.int64) if self._layout.classes else None
+            )
+        return DecodedImages(splits, self._layout.classes)
+
+
+# --- reading entries from a directory or a tar archive -------------------------------
+
+
+class _DirTree:
+    def __init__(self, root: Path) -> None:
+        if not root.is_dir():
+            raise DataError(f"image folder {root} does not exist; check the path")
+        self._root = root
+
+    @cached_property
+    def entries(self) -> list[_Entry]:
+        entries = []
+        for dirpath, dirnames, filenames in os.walk(self._root, followlinks=True):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = Path(dirpath).relative_to(self._root).parts
+            for name in filenames:
+                if _is_image_name(name):
+                    entries.append(_Entry((*rel, name), Path(dirpath, name)))
+        return sorted(entries, key=lambda e: e.parts)
+
+    def fingerprint(self) -> dict[str, object]:
+        # A directory's own mtime misses edits below it: hash every image file's stat.
+        digest = hashlib.sha256()
+        for entry in self.entries:
+            st = entry.ref.stat()
+            digest.update(f"{'/'.join(entry.parts)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return {"path": str(self._root), "listing": digest.hexdigest()}
+
+    def where(self, entry: _Entry) -> str:
+        return str(entry.ref)
+
+    def read_all(self, entries: list[_Entry]) -> Iterator[tuple[int, bytes]]:
+        for i, entry in enumerate(entries):
+            try:
+                yield i, entry.ref.read_bytes()
+            except OSError as err:
+                raise DataError(f"cannot read image {entry.ref}: {err}") from err
+
+
+class _TarTree:
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise DataError(f"image archive {path} does not exist; check the path")
+        self._path = path
+
+    @cached_property
+    def entries(self) -> list[_Entry]:
+        with self._opened() as tar:
+            members = tar.getmembers()
+        entries = []
+        for member in members:
+            parts = tuple(p for p in PurePosixPath(member.name).parts if p not in ("/", "."))
+            hidden = any(p.startswith(".") for p in parts)
+            if member.isfile() and parts and not hidden and _is_image_name(parts[-1]):
+                entries.append(_Entry(parts, member))
+        return sorted(entries, key=lambda e: e.parts)
+
+    def fingerprint(self) -> dict[str, object]:
+        st = self._path.stat()
+        return {"path": str(self._path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def where(self, entry: _Entry) -> str:
+        return f"{entry.ref.name!r} in archive {self._path}"
+
+    def read_all(self, entries: list[_Entry]) -> Iterator[tuple[int, bytes]]:
+        # Archive order streams a compressed archive once, without rewinding it. The
+        # TarInfo entries come from an earlier open of the same file: extractfile needs
+        # only their offsets and sizes.
+        order = sorted(range(len(entries)), key=lambda i: entries[i].ref.offset_data)
+        with self._opened() as tar:
+            for i in order:
+                handle = tar.extractfile(entries[i].ref)
+                assert handle is not None, "entries are regular files"
+                yield i, handle.read()
+
+    @contextmanager
+    def _opened(self) -> Iterator[tarfile.TarFile]:
+        try:
+            with tarfile.open(self._path) as tar:
+                yield tar
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            raise DataError(
+                f"cannot read archive {self._path}: {err}; it is corrupt or truncated: "
+                "re-download or re-create it"
+            ) from err
+
+
+_Tree = _DirTree | _TarTree
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+# --- layout: splits and classes from the folder structure ----------------------------
+
+
+def _layout(entries: list[_Entry], root: str) -> _Layout:
+    if not entries:
+        raise DataError(
+            f"no images found in {root}: expected files ending in "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))} (hidden files are ignored)"
+        )
+    entries = _unwrap(entries)
+    top = {e.parts[0] for e in entries if len(e.parts) > 1}
+    if all(len(e.parts) > 1 for e in entries) and top <= set(SPLITS):
+        groups = {s: [_Entry(e.parts[1:], e.ref) for e in entries if e.parts[0] == s] for s in top}
+    else:
+        groups = {"train": entries}
+    found = {split: _class_names(group, root, split) for split, group in groups.items()}
+    if len({names is None for names in found.values()}) > 1:
+        with_classes = sorted(s for s, names in found.items() if names is not None)
+        without = sorted(s for s, names in found.items() if names is None)
+        raise DataError(
+            f"in {root}, split(s) {', '.join(with_classes)} hold class folders but "
+            f"{', '.join(without)} hold(s) loose images; give every split the same class folders"
+        )
+    classes = tuple(sorted(set().union(*(n for n in found.values() if n is not None))))
+    index = {name: i for i, name in enumerate(classes)}
+    splits = {
+        split: [(e, index[e.parts[0]] if classes else None) for e in group]
+        for split, group in sorted(groups.items(), key=lambda kv: SPLITS.index(kv[0]))
+    }
+    return _Layout(splits, classes)
+
+
+def _unwrap(entries: list[_Entry]) -> list[_Entry]:
+    """Strip single wrapper folders, as in ``photos.tar.gz`` holding ``photos/...``."""
+    while all(len(e.parts) > 1 for e in entries):
+        top = {e.parts[0] for e in entries}
+        if len(top) != 1 or top <= set(SPLITS):
+            break
+        entries = [_Entry(e.parts[1:], e.ref) for e in entries]
+    return entries
+
+
+def _class_names(entries: list[_Entry], root: str, split: str) -> set[str] | None:
+    loose = [e for e in entries if len(e.parts) == 1]
+    if len(loose) == len(entries):
+        return None
+    if loose:
+        raise DataError(
+            f"{root} (split {split!r}) holds both image files, such as {loose[0].parts[-1]!r}, "
+            "and class folders at the same level; move the loose images into a class folder "
+            "(or remove the folders for a data set without classes)"
+        )
+    return {e.parts[0] for e in entries}
+
+
+# --- decoding -------------------------------------------------------------------------
+
+
+def _decode_entries(tree: _Tree, entries: list[_Entry], image_size: int | None) -> list[np.ndarray]:
+    pixels: list[np.ndarray] = [np.empty(0)] * len(entries)
+    for i, data in tree.read_all(entries):
+        pixels[i] = _decode_image(data, tree.where(entries[i]), image_size)
+    return pixels
+
+
+def _decode_image(data: bytes, where: str, image_size: int | None) -> np.ndarray:
+    """Decode one image to uint8 ``(H, W)`` (grey) or ``(H, W, 3)`` (colour)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            image = _grey_or_rgb(ImageOps.exif_transpose(image))  # upright, as photos are shown
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot decode image {where}: {err}; remove or replace the file") from err
+    if image_size is not None:
+        image = resize_and_crop(image, image_size)
+    return np.asarray(image)
+
+
+def _grey_or_rgb(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I"):  # 16- or 32-bit grey (16-bit PNG): keep the top 8 bits
+        wide = np.asarray(image).astype(np.int64).clip(0, 65535)
+        return Image.fromarray((wide >> 8).astype(np.uint8), mode="L")
+    return image.convert("L" if image.mode in _GREY_MODES else "RGB")
+
+
+def _check_sizes(pixels: list[np.ndarray], wheres: list[str], root: Path) -> None:
+    first = pixels[0].shape[:2]
+    for p, where in zip(pixels, wheres, strict=True):
+        if p.shape[:2] != first:
+            raise DataError(
+                f"images in {root} differ in size: {wheres[0]} is {first[1]}x{first[0]}, "
+                f"{where} is {p.shape[1]}x{p.shape[0]} (width x height); pass image_size "
+                "(CLI: --image-size N) to resize and centre-crop them all to NxN"
+            )
+
+
+def _stack(pixels: list[np.ndarray], rgb: bool) -> np.ndarray:
+    """Stack ``(H, W)`` / ``(H, W, 3)`` images into uint8 ``(N, C, H, W)``."""
+    h, w = pixels[0].shape[:2]
+    out = np.empty((len(pixels), 3 if rgb else 1, h, w), dtype=np.uint8)
+    for i, p in enumerate(pixels):
+        out[i] = p.transpose(2, 0, 1) if p.ndim == 3 else p  # grey broadcasts over C
+    return out
