@@ -1,0 +1,208 @@
+"""The run directory: ``config.json`` + ``model.safetensors`` + ``train_state.safetensors``.
+
+Every file is written atomically (a temporary file in the same folder, then a rename),
+so a crash leaves either the old or the new file, never half of one. Nothing here
+unpickles: weights, optimizer state and RNG state are safetensors, the rest is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vqvae.autoencoder import VQVAE, VQVAEConfig
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "train_state.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A run directory that cannot be read: missing, corrupt, foreign or inconsistent."""
+
+
+# ------------------------------------------------------------------ atomic writes
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}): the run directory is corrupt") from exc
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, with errors that name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is this a finished vqvae run directory?")
+    try:
+        tensors = load_file(path)
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            metadata = json.loads(f.read(header_len)).get("__metadata__", {}) or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({exc}): it is corrupt or was "
+            f"written by something else; retrain or restore it"
+        ) from exc
+    return tensors, metadata
+
+
+# ------------------------------------------------------------------------ models
+
+
+def save_model(run: str | os.PathLike, model: nn.Module, step: int) -> None:
+    """Write the plain module's weights and buffers (unwrap DDP/compile before)."""
+    save_tensors(Path(run) / MODEL_FILE, model.state_dict(), {"format": "vqvae", "step": str(step)})
+
+
+def read_config(run: str | os.PathLike) -> dict:
+    """``config.json`` of a run, checked for format version and kind."""
+    run = Path(run)
+    path = run / CONFIG_FILE
+    if not path.is_file():
+        if not run.exists():
+            raise FileNotFoundError(f"run directory {run} does not exist")
+        raise CheckpointError(f"{run} has no {CONFIG_FILE}: it is not a vqvae run directory")
+    config = read_json(path)
+    if not isinstance(config, dict) or "kind" not in config or "model" not in config:
+        raise CheckpointError(f"{path} is not a vqvae config (no 'kind' and 'model' entries)")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format_version {version!r}; this vqvae reads version {FORMAT_VERSION}"
+        )
+    return config
+
+
+def load_weights(model: nn.Module, run: str | os.PathLike) -> int:
+    """Load ``model.safetensors`` strictly into ``model``; returns the step it was saved at."""
+    path = Path(run) / MODEL_FILE
+    tensors, metadata = load_tensors(path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {_few(missing)}")
+        if unexpected:
+            details.append(f"unexpected {_few(unexpected)}")
+        if wrong:
+            details.append(
+                "shape mismatch " + ", ".join(
+                    f"{k}: file {tuple(tensors[k].shape)} vs config {tuple(expected[k].shape)}"
+                    for k in wrong[:3]
+                )
+            )
+        raise CheckpointError(
+            f"{path} does not match {CONFIG_FILE} ({'; '.join(details)}): the config was "
+            f"edited or the weights come from another model"
+        )
+    model.load_state_dict(tensors, strict=True)
+    return int(metadata.get("step", 0))
+
+
+def _few(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+# ------------------------------------------------------------------ train state
+
+
+def save_train_state(run: str | os.PathLike, optimizer: torch.optim.Optimizer, info: dict) -> None:
+    """Optimizer state, RNG state and ``info`` (step, elapsed time...) as safetensors + JSON."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {"rng/torch": torch.get_rng_state()}
+    scalars: dict[str, dict] = {}
+    for param_id, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{param_id}/{name}"] = value
+            else:
+                scalars.setdefault(str(param_id), {})[name] = value
+    metadata = {
+        "format": "vqvae-train-state",
+        "info": json.dumps(info),
+        "param_groups": json.dumps(state["param_groups"]),
+        "scalars": json.dumps(scalars),
+    }
+    save_tensors(Path(run) / STATE_FILE, tensors, metadata)
+
+
+def load_train_state(run: str | os.PathLike, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore the optimizer and RNG state saved by :func:`save_train_state`; returns ``info``."""
+    path = Path(run) / STATE_FILE
+    tensors, metadata = load_tensors(path)
+    if metadata.get("format") != "vqvae-train-state":
+        raise CheckpointError(f"{path} is not a vqvae training state")
+    state: dict = {"state": {}, "param_groups": json.loads(metadata["param_groups"])}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, param_id, name = key.split("/", 2)
+            state["state"].setdefault(int(param_id), {})[name] = value
+    for param_id, entries in json.loads(metadata["scalars"]).items():
+        state["state"].setdefault(int(param_id), {}).update(entries)
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path} does not fit this model's optimizer ({exc})") from exc
+    torch.set_rng_state(tensors["rng/torch"])
+    return json.loads(metadata["info"])
+
+
+# ------------------------------------------------------------------------ load
+
+
+def load(run: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model of a run directory from ``config.json`` alone and load its weights.
+
+    Args:
+        run: a run directory (``vqvae train --out RUN``).
+        device: where to put the model.
+
+    Returns:
+        The model in eval mode (a :class:`~vqvae.VQVAE` for a tokenizer run).
+    """
+    config = read_config(run)
+    if config["kind"] != "vqvae":
+        raise CheckpointError(f"{run}: unknown model kind {config['kind']!r} in {CONFIG_FILE}")
+    model = VQVAE(VQVAEConfig.from_dict(config["model"]))
+    load_weights(model, run)
+    return model.to(device).eval()
