@@ -1,5 +1,7 @@
 """vqvae: discrete representation learning with VQ-VAE (van den Oord et al. 2017)."""
 
+from vqvae.autoencoder import VQVAE, VQVAEConfig, VQVAEOutput
+from vqvae.checkpoint import load
 from vqvae.quantize import (
     CodebookUsage,
     EMAVectorQuantizer,
@@ -13,12 +15,16 @@ from vqvae.quantize import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "VQVAE",
     "CodebookUsage",
     "EMAVectorQuantizer",
     "QuantizerOutput",
+    "VQVAEConfig",
+    "VQVAEOutput",
     "VectorQuantizer",
     "__version__",
     "codebook_perplexity",
     "kmeans",
+    "load",
     "nearest_codes",
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+import safetensors.torch
 from torch import nn
 
 from vqvae.autoencoder import VQVAE, VQVAEConfig
@@ -54,7 +54,7 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata))
 
 
 def read_json(path: Path) -> dict:
@@ -70,12 +70,14 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file, with errors that name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: is this a finished vqvae run directory?")
+    # Read into memory rather than mmap: a file replaced or truncated later cannot
+    # pull pages out from under tensors still in use.
+    data = path.read_bytes()
     try:
-        tensors = load_file(path)
-        with open(path, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            metadata = json.loads(f.read(header_len)).get("__metadata__", {}) or {}
-    except (SafetensorError, OSError, ValueError) as exc:
+        tensors = safetensors.torch.load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({exc}): it is corrupt or was "
             f"written by something else; retrain or restore it"
