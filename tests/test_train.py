@@ -3,8 +3,8 @@
 import json
 
 import pytest
-import torch
 import safetensors.torch
+import torch
 from safetensors.torch import save_file
 
 import vqvae

@@ -13,9 +13,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-import safetensors.torch
 from torch import nn
 
 from vqvae.autoencoder import VQVAE, VQVAEConfig
