@@ -64,19 +64,17 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path, tiny_images, 
     train_tokenizer(whole, progress=False)
 
     run = _run(tmp_path, tiny_images, "interrupted")
-    real = train_module._to_input
-    calls = {"n": 0}
+    real = train_module._TokenizerTask.train_step
 
-    def interrupt_at_step_5(images, device):
-        calls["n"] += 1
-        if calls["n"] == 6:
+    def interrupt_at_step_5(self, step):
+        if step == 5:
             raise KeyboardInterrupt
-        return real(images, device)
+        return real(self, step)
 
-    monkeypatch.setattr(train_module, "_to_input", interrupt_at_step_5)
+    monkeypatch.setattr(train_module._TokenizerTask, "train_step", interrupt_at_step_5)
     with pytest.raises(TrainingInterrupted, match="step 5.*--resume"):
         train_tokenizer(run, progress=False)
-    monkeypatch.setattr(train_module, "_to_input", real)
+    monkeypatch.setattr(train_module._TokenizerTask, "train_step", real)
     train_tokenizer(run, resume=True, progress=False)
     a, b = _weights(whole), _weights(run)
     for key in a:

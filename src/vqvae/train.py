@@ -153,77 +153,88 @@ def train_tokenizer(
     torch.manual_seed(train.seed)
     model = VQVAE(VQVAEConfig.from_dict(config["model"]))
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
-    step, elapsed = 0, 0.0
+    state = _LoopState(run, model, optimizer, train, device)
     if resume:
-        step = ckpt.load_weights(model, run)
-        info = ckpt.load_train_state(run, optimizer)
-        if info["step"] != step:
-            raise ckpt.CheckpointError(
-                f"{run}: model.safetensors is at step {step} but train_state at step "
-                f"{info['step']} (a crash between the two writes): restart with --force"
-            )
-        elapsed = info.get("elapsed", 0.0)
-        _truncate_metrics(run / METRICS_FILE, step)
-    model.to(device)
-    _optimizer_to(optimizer, device)
+        state.restore()
     if device.type == "cpu" and model.config.spatial_dims == 2:
         model.to(memory_format=torch.channels_last)  # 2-4x faster convolutions on CPUs
 
     load = {"data_dir": data["data_dir"], "image_size": data["image_size"]}
-    train_data = load_images(data["spec"], "train", **load)
-    val_data = load_images(data["spec"], "val", **load)
-    batches = _BatchOrder(len(train_data), train.batch_size, train.seed)
+    task = _TokenizerTask(
+        state,
+        train_data=load_images(data["spec"], "train", **load),
+        val_data=load_images(data["spec"], "val", **load),
+        variance=data["variance"],
+    )
+    return run_loop(state, task, time_budget, progress)
 
-    state = _LoopState(run, model, optimizer, train, step, elapsed, data["variance"], device)
-    return _loop(state, train_data, val_data, batches, time_budget, progress)
+
+# ------------------------------------------------------------ the shared loop
 
 
 @dataclass
 class _LoopState:
+    """What a checkpoint holds, besides the config: model, optimizer, step, time spent."""
+
     run: Path
-    model: VQVAE
+    model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     train: TrainConfig
-    step: int
-    elapsed: float  # training seconds over all invocations
-    variance: float
     device: torch.device
+    step: int = 0
+    elapsed: float = 0.0  # training seconds over all invocations
 
     def save(self) -> None:
         ckpt.save_model(self.run, self.model, self.step)
         ckpt.save_train_state(self.run, self.optimizer, {"step": self.step, "elapsed": self.elapsed})
 
+    def restore(self) -> None:
+        """Load the last checkpoint; the metrics log is cut back to its step."""
+        self.step = ckpt.load_weights(self.model, self.run)
+        info = ckpt.load_train_state(self.run, self.optimizer)
+        if info["step"] != self.step:
+            raise ckpt.CheckpointError(
+                f"{self.run}: model.safetensors is at step {self.step} but train_state at step "
+                f"{info['step']} (a crash between the two writes): restart with --force"
+            )
+        self.elapsed = info.get("elapsed", 0.0)
+        _truncate_metrics(self.run / METRICS_FILE, self.step)
+        self.model.to(self.device)
+        _optimizer_to(self.optimizer, self.device)
 
-def _loop(state, train_data, val_data, batches, time_budget, progress) -> TrainSummary:
-    s, cfg = state, state.train
+
+def run_loop(s: _LoopState, task, time_budget: float | None, progress: bool) -> TrainSummary:
+    """Step until ``max_steps`` or the time budget; log, validate and checkpoint on schedule.
+
+    ``task`` supplies ``train_step(step) -> (output, items)`` (forward, backward, update),
+    ``log_record(output, items_per_s) -> dict``, ``postfix(record) -> dict`` and
+    ``validate(step) -> dict``.
+    """
+    cfg = s.train
+    s.model.to(s.device).train()
     start = time.monotonic()
     deadline = start + time_budget * 60 if time_budget is not None else math.inf
     bar = tqdm(total=cfg.max_steps, initial=s.step, disable=not progress, unit="step",
-               dynamic_ncols=True, desc="train")
+               dynamic_ncols=True, desc=task.name)
     val = None
-    window_start, window_images = time.monotonic(), 0
+    window_start, window_items = time.monotonic(), 0
     try:
         while s.step < cfg.max_steps and time.monotonic() < deadline:
             # 1. batch, forward, backward, update
-            x = _to_input(train_data.images[batches.indices(s.step)], s.device)
-            out = s.model(x)
-            s.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            s.optimizer.step()
+            out, items = task.train_step(s.step)
             s.step += 1
-            window_images += x.shape[0]
+            window_items += items
             bar.update(1)
             # 2. log
             if s.step % cfg.log_every == 0:
                 now = time.monotonic()
-                record = _train_record(s, out, window_images / (now - window_start))
-                window_start, window_images = now, 0
+                record = {"step": s.step, **task.log_record(out, window_items / (now - window_start))}
+                window_start, window_items = now, 0
                 _append_metrics(s.run, record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", ppl=f"{record['perplexity']:.0f}",
-                                used=f"{record['codes_used']}")
+                bar.set_postfix(task.postfix(record))
             # 3. validate, 4. checkpoint
             if s.step % cfg.val_every == 0 or s.step == cfg.max_steps:
-                val = _validate(s, val_data)
+                val = _validate(s, task)
             if s.step % cfg.checkpoint_every == 0:
                 s.elapsed += time.monotonic() - start
                 start = time.monotonic()
@@ -235,10 +246,65 @@ def _loop(state, train_data, val_data, batches, time_budget, progress) -> TrainS
         raise TrainingInterrupted(s.run, s.step) from None
     bar.close()
     if val is None or val["step"] != s.step:
-        val = _validate(s, val_data)
+        val = _validate(s, task)
     s.elapsed += time.monotonic() - start
     s.save()
     return TrainSummary(run=s.run, step=s.step, finished=s.step >= cfg.max_steps, val=val)
+
+
+def _validate(s: _LoopState, task) -> dict:
+    s.model.eval()
+    record = {"step": s.step, "split": "val", **task.validate(s.step)}
+    s.model.train()
+    _append_metrics(s.run, record)
+    plot_metrics(s.run / METRICS_FILE, s.run / "loss.png")
+    return record
+
+
+# --------------------------------------------------------------- the tokenizer
+
+
+class _TokenizerTask:
+    name = "train"
+
+    def __init__(self, state: _LoopState, train_data: ImageData, val_data: ImageData, variance: float):
+        self.s, self.train_data, self.val_data, self.variance = state, train_data, val_data, variance
+        self.batches = _BatchOrder(len(train_data), state.train.batch_size, state.train.seed)
+
+    def train_step(self, step: int):
+        x = _to_input(self.train_data.images[self.batches.indices(step)], self.s.device)
+        out = self.s.model(x)
+        self.s.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.s.optimizer.step()
+        return out, x.shape[0]
+
+    def log_record(self, out, images_per_s: float) -> dict:
+        usage = self.s.model.quantizer.codebook_usage(reset=True)
+        return {
+            "loss": out.loss.item(),
+            "reconstruction_loss": out.reconstruction_loss.item(),
+            "commitment_loss": out.commitment_loss.item(),
+            "perplexity": usage.perplexity,
+            "codes_used": usage.codes_used,
+            "dead_codes": usage.dead_codes,
+            "images_per_s": images_per_s,
+        }
+
+    def postfix(self, record: dict) -> dict:
+        return {"loss": f"{record['loss']:.4f}", "ppl": f"{record['perplexity']:.0f}",
+                "used": record["codes_used"]}
+
+    def validate(self, step: int) -> dict:
+        model, run = self.s.model, self.s.run
+        images = self.val_data.images[: self.s.train.val_images]
+        metrics = tokenizer_metrics(model, images, self.variance, device=self.s.device)
+        recon_loss = metrics["nmse"] if model.config.likelihood == "mse" else None
+        sample = images[:32].float().div(255)
+        recon = model.reconstruct(_to_input(images[:32], self.s.device)).cpu()
+        save_reconstruction_grid(sample, recon, run / "reconstructions" / f"step_{step:07d}.png")
+        save_reconstruction_grid(sample, recon, run / "reconstructions.png")
+        return {"reconstruction_loss": recon_loss, **metrics}
 
 
 def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -248,37 +314,7 @@ def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x
 
 
-def _train_record(s: _LoopState, out, images_per_s: float) -> dict:
-    usage = s.model.quantizer.codebook_usage(reset=True)
-    return {
-        "step": s.step,
-        "loss": out.loss.item(),
-        "reconstruction_loss": out.reconstruction_loss.item(),
-        "commitment_loss": out.commitment_loss.item(),
-        "perplexity": usage.perplexity,
-        "codes_used": usage.codes_used,
-        "dead_codes": usage.dead_codes,
-        "images_per_s": images_per_s,
-    }
-
-
-def _validate(s: _LoopState, val_data: ImageData) -> dict:
-    images = val_data.images[: s.train.val_images]
-    s.model.eval()
-    metrics = tokenizer_metrics(s.model, images, s.variance, device=s.device)
-    s.model.train()
-    recon_loss = metrics["nmse"] if s.model.config.likelihood == "mse" else None
-    record = {"step": s.step, "split": "val", "reconstruction_loss": recon_loss, **metrics}
-    _append_metrics(s.run, record)
-    sample = images[:32].float().div(255)
-    with torch.no_grad():
-        s.model.eval()
-        recon = s.model.reconstruct(sample.to(s.device)).cpu()
-        s.model.train()
-    save_reconstruction_grid(sample, recon, s.run / "reconstructions" / f"step_{s.step:07d}.png")
-    save_reconstruction_grid(sample, recon, s.run / "reconstructions.png")
-    plot_metrics(s.run / METRICS_FILE, s.run / "loss.png")
-    return record
+# ------------------------------------------------------------------- helpers
 
 
 def _append_metrics(run: Path, record: dict) -> None:
