@@ -2,6 +2,7 @@
 
 from vqvae.autoencoder import VQVAE, VQVAEConfig, VQVAEOutput
 from vqvae.checkpoint import load
+from vqvae.priors import PixelCNNConfig, PixelCNNPrior, TransformerConfig, TransformerPrior
 from vqvae.quantize import (
     CodebookUsage,
     EMAVectorQuantizer,
@@ -18,7 +19,11 @@ __all__ = [
     "VQVAE",
     "CodebookUsage",
     "EMAVectorQuantizer",
+    "PixelCNNConfig",
+    "PixelCNNPrior",
     "QuantizerOutput",
+    "TransformerConfig",
+    "TransformerPrior",
     "VQVAEConfig",
     "VQVAEOutput",
     "VectorQuantizer",

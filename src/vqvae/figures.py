@@ -52,29 +52,26 @@ def save_reconstruction_grid(
     save_png(image_grid(torch.cat(rows), ncol=ncol), path)
 
 
-def plot_metrics(metrics_file: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Training loss, validation reconstruction error and perplexity against steps."""
+def plot_metrics(
+    metrics_file: str | os.PathLike, path: str | os.PathLike, panels: list[tuple[str, str]]
+) -> None:
+    """One panel per ``(metric key, title)``: training and validation values against steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train, val = [], []
-    for line in Path(metrics_file).read_text().splitlines():
-        record = json.loads(line)
-        (val if record.get("split") == "val" else train).append(record)
-    fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(10, 3.6))
-    if train:
-        steps = [r["step"] for r in train]
-        ax_loss.plot(steps, [r["reconstruction_loss"] for r in train], label="train reconstruction")
-        ax_ppl.plot(steps, [r["perplexity"] for r in train], label="train (window)")
-    if val:
-        steps = [r["step"] for r in val]
-        ax_loss.plot(steps, [r["reconstruction_loss"] for r in val], "o-", label="validation")
-        ax_ppl.plot(steps, [r["perplexity"] for r in val], "o-", label="validation")
-    ax_loss.set(xlabel="step", ylabel="reconstruction loss", yscale="log", title="Reconstruction")
-    ax_ppl.set(xlabel="step", ylabel="perplexity", title="Codebook perplexity")
-    for ax in (ax_loss, ax_ppl):
+    records = [json.loads(line) for line in Path(metrics_file).read_text().splitlines()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
+        for split, style in (("train", "-"), ("val", "o-")):
+            points = [(r["step"], r[key]) for r in records
+                      if r.get("split", "train") == split and r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, label="validation" if split == "val" else split)
+        ax.set(xlabel="step", title=title)
+        if key.endswith("loss"):
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -8,6 +8,7 @@ both are always read with ``allow_pickle=False``.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqvae.checkpoint import atomic_write, load, read_config
+from vqvae.checkpoint import MODEL_FILE, load, read_config, write_bytes
 from vqvae.data import ImageData, available_splits, load_images
 from vqvae.evaluate import reconstruct_all, tokenizer_metrics
 from vqvae.figures import image_grid, save_png, save_reconstruction_grid, to_uint8
@@ -81,7 +82,7 @@ def save_codes(path: str | os.PathLike, codes: torch.Tensor, labels: torch.Tenso
     dtype = np.int16 if codebook_size <= 32768 else np.int32
     buffer = io.BytesIO()
     np.savez(buffer, codes=codes.numpy().astype(dtype), labels=labels.numpy().astype(np.int64))
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+    write_bytes(path, buffer.getvalue())
 
 
 def load_codes(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -147,3 +148,33 @@ def reconstruction_grid(
     _, recon = reconstruct_all(model, images, device=device)
     save_reconstruction_grid(images.float() / 255, recon, out)
     return Path(out)
+
+
+def cached_codes(
+    run: str | os.PathLike,
+    split: str,
+    data: str | None = None,
+    data_dir: str | None = None,
+    device: str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Codes and labels of a split, encoded once with the run's frozen tokenizer.
+
+    The result is cached in ``RUN/codes/`` under a name that depends on the data and on
+    the tokenizer's weights, so retraining the tokenizer invalidates it.
+
+    Returns:
+        ``(codes (N, *S') int64, labels (N,) int64 or None)``.
+    """
+    run = Path(run)
+    weights = hashlib.sha256((run / MODEL_FILE).read_bytes()).hexdigest()[:16]
+    recorded = read_config(run)["data"]
+    key = hashlib.sha256(repr((data or recorded["spec"], data_dir, split)).encode()).hexdigest()[:8]
+    path = run / "codes" / f"{split}-{key}-{weights}.npz"
+    if path.exists():
+        codes, labels = load_codes(path)
+    else:
+        codes, labels = encode_run(run, data, data_dir, split, device=device)
+        save_codes(path, codes, labels, read_config(run)["model"]["codebook_size"])
+    if labels is not None and bool((labels < 0).all()):
+        labels = None
+    return codes, labels

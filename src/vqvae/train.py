@@ -24,6 +24,7 @@ from vqvae.autoencoder import VQVAE, VQVAEConfig
 from vqvae.data import ImageData, load_images
 from vqvae.evaluate import tokenizer_metrics
 from vqvae.figures import plot_metrics, save_reconstruction_grid
+from vqvae.tokenizer import cached_codes
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -257,7 +258,7 @@ def _validate(s: _LoopState, task) -> dict:
     record = {"step": s.step, "split": "val", **task.validate(s.step)}
     s.model.train()
     _append_metrics(s.run, record)
-    plot_metrics(s.run / METRICS_FILE, s.run / "loss.png")
+    plot_metrics(s.run / METRICS_FILE, s.run / "loss.png", task.panels)
     return record
 
 
@@ -266,6 +267,7 @@ def _validate(s: _LoopState, task) -> dict:
 
 class _TokenizerTask:
     name = "train"
+    panels = [("reconstruction_loss", "Reconstruction loss"), ("perplexity", "Codebook perplexity")]
 
     def __init__(self, state: _LoopState, train_data: ImageData, val_data: ImageData, variance: float):
         self.s, self.train_data, self.val_data, self.variance = state, train_data, val_data, variance
@@ -312,6 +314,141 @@ def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cpu" and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+# ------------------------------------------------------------------- priors
+
+PRIORS = ckpt.PRIORS
+PRIOR_TRAIN = TrainConfig(batch_size=128, lr=5e-4, max_steps=100_000, val_every=500,
+                          val_images=5000, checkpoint_every=500)
+PRIOR_MODEL = {"pixelcnn": {"width": 64, "depth": 15}, "transformer": {"width": 256, "depth": 4}}
+
+
+def start_prior_run(
+    run: str | Path,
+    arch: str,
+    *,
+    name: str | None = None,
+    model_settings: dict | None = None,
+    train: TrainConfig = PRIOR_TRAIN,
+    data: str | None = None,
+    data_dir: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Create ``RUN/priors/NAME/`` with its ``config.json`` for a prior over the run's codes.
+
+    The latent grid, K and the number of classes come from the tokenizer run.
+    """
+    if arch not in PRIORS:
+        raise ValueError(f"--arch must be one of {sorted(PRIORS)}, got {arch!r}")
+    run = Path(run)
+    tokenizer = ckpt.read_config(run)
+    if tokenizer["kind"] != "vqvae":
+        raise ValueError(f"{run} is not a tokenizer run (kind {tokenizer['kind']!r})")
+    if not (run / ckpt.MODEL_FILE).exists():
+        raise FileNotFoundError(f"{run} has no trained tokenizer yet ({ckpt.MODEL_FILE} missing)")
+    folder = run / "priors" / (name or arch)
+    if folder.exists() and any(folder.iterdir()):
+        if not force:
+            raise FileExistsError(f"{folder} already exists: continue it with --resume, or overwrite it with --force")
+        shutil.rmtree(folder)
+    shape = tokenizer["data"]["shape"][1:]
+    tokenizer_model = VQVAE(VQVAEConfig.from_dict(tokenizer["model"]))
+    classes = tokenizer["data"]["classes"]
+    settings = {**PRIOR_MODEL[arch], **(model_settings or {})}
+    prior = PRIORS[arch][1](
+        codebook_size=tokenizer["model"]["codebook_size"],
+        latent_shape=tokenizer_model.latent_shape(tuple(shape)),
+        num_classes=len(classes) if classes else None,
+        **settings,
+    )
+    config = {
+        "format_version": ckpt.FORMAT_VERSION,
+        "kind": "prior",
+        "arch": arch,
+        "model": prior.to_dict(),
+        "data": {"spec": data, "data_dir": data_dir, "classes": classes},
+        "train": dataclasses.asdict(train),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt.write_json(folder / ckpt.CONFIG_FILE, config)
+    return folder
+
+
+def train_prior(
+    folder: str | Path,
+    *,
+    max_steps: int | None = None,
+    time_budget: float | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainSummary:
+    """Train (or continue) the prior in ``RUN/priors/NAME/`` on codes of the frozen tokenizer.
+
+    The run's training split is encoded once and cached (``RUN/codes/``); validation
+    reports the negative log-likelihood in bits per code.
+    """
+    folder = Path(folder)
+    config = ckpt.read_config(folder)
+    train = TrainConfig(**config["train"])
+    if max_steps is not None:
+        train = dataclasses.replace(train, max_steps=max_steps)
+        config["train"] = dataclasses.asdict(train)
+        ckpt.write_json(folder / ckpt.CONFIG_FILE, config)
+    device = resolve_device(train.device)
+    run = folder.parent.parent
+    data = config["data"]
+    codes = {split: cached_codes(run, split, data["spec"], data["data_dir"]) for split in ("train", "val")}
+
+    torch.manual_seed(train.seed)
+    prior_cls, config_cls = PRIORS[config["arch"]]
+    model = prior_cls(config_cls.from_dict(config["model"]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+    state = _LoopState(folder, model, optimizer, train, device)
+    if resume:
+        state.restore()
+    return run_loop(state, _PriorTask(state, codes["train"], codes["val"]), time_budget, progress)
+
+
+class _PriorTask:
+    name = "train-prior"
+    panels = [("bits_per_code", "Negative log-likelihood (bits per code)")]
+
+    def __init__(self, state: _LoopState, train_codes, val_codes) -> None:
+        self.s = state
+        self.codes, self.labels = train_codes
+        self.val_codes, self.val_labels = val_codes
+        if self.s.model.config.num_classes is None:
+            self.labels = self.val_labels = None
+        self.batches = _BatchOrder(len(self.codes), state.train.batch_size, state.train.seed)
+
+    def train_step(self, step: int):
+        idx = self.batches.indices(step)
+        labels = None if self.labels is None else self.labels[idx].to(self.s.device)
+        loss = self.s.model.loss(self.codes[idx].to(self.s.device), labels)
+        self.s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.s.optimizer.step()
+        return loss, len(idx)
+
+    def log_record(self, loss, codes_per_s: float) -> dict:
+        nats = loss.item()
+        return {"loss": nats, "bits_per_code": nats / math.log(2), "samples_per_s": codes_per_s}
+
+    def postfix(self, record: dict) -> dict:
+        return {"bits/code": f"{record['bits_per_code']:.3f}"}
+
+    @torch.no_grad()
+    def validate(self, step: int) -> dict:
+        n = min(len(self.val_codes), self.s.train.val_images)
+        total = 0.0
+        for start in range(0, n, 256):
+            codes = self.val_codes[start : min(n, start + 256)].to(self.s.device)
+            labels = None if self.val_labels is None else self.val_labels[start : start + len(codes)].to(self.s.device)
+            total += float(-self.s.model.log_prob(codes, labels).sum())
+        positions = n * math.prod(self.val_codes.shape[1:])
+        bits = total / positions / math.log(2)
+        return {"loss": total / positions, "bits_per_code": bits, "samples": n}
 
 
 # ------------------------------------------------------------------- helpers

@@ -1,0 +1,527 @@
+"""A small classifier trained on real images, to judge generated ones.
+
+Two sample-quality numbers come from it: the label accuracy of class-conditional samples,
+and :func:`frechet_distance` between its penultimate-layer features of samples and of
+held-out real images (the Fréchet Inception Distance of Heusel et al. 2017, with this
+classifier in place of Inception, so it is *not* called FID and is only comparable
+between runs that share one classifier).
+
+The classifier is trained once per tokenizer run and cached in a folder of its own
+(``config.json`` + ``model.safetensors``, see :func:`cached_classifier`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqvae.checkpoint import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    MODEL_FILE,
+    CheckpointError,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
+
+__all__ = [
+    "ImageClassifier",
+    "accuracy",
+    "cached_classifier",
+    "frechet_distance",
+    "load_classifier",
+    "predict",
+    "save_classifier",
+    "train_classifier",
+]
+
+KIND = "classifier"
+MAX_SHIFT = 2  # pixels of random translation during training
+
+
+# ------------------------------------------------------------------------- model
+
+
+class ImageClassifier(nn.Module):
+    """Small CNN for ``(B, C, H, W)`` floats in ``[0, 1]``.
+
+    Three blocks of 3×3 convolution → BatchNorm → ReLU → 2×2 max-pool (``width``,
+    ``2 width``, ``4 width`` channels), a global average pool, a fully-connected
+    penultimate layer of ``feature_dim`` units with ReLU (:meth:`features`), then a
+    linear layer to the class logits.
+
+    Args:
+        in_channels: C of the images (1 grey, 3 colour).
+        num_classes: number of labels.
+        image_size: ``(H, W)`` of the images it will see; the network itself works at
+            any size, but save/load and :func:`predict` check it.
+        width: channels of the first block.
+        feature_dim: width of the penultimate layer.
+
+    Attributes:
+        config: the arguments above as a JSON-able dict; ``ImageClassifier(**config)``
+            rebuilds the network.
+        train_settings: how it was trained (filled by :func:`train_classifier`, kept by
+            save/load); ``{}`` for an untrained model.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: tuple[int, int],
+        width: int = 32,
+        feature_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        image_size = tuple(int(s) for s in image_size)
+        if len(image_size) != 2 or min(image_size) < 1:
+            raise ValueError(f"image_size must be (H, W) with H, W >= 1, got {image_size}")
+        for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
+                            ("width", width), ("feature_dim", feature_dim)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if num_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got num_classes={num_classes}")
+        self.config = {
+            "in_channels": int(in_channels),
+            "num_classes": int(num_classes),
+            "image_size": list(image_size),
+            "width": int(width),
+            "feature_dim": int(feature_dim),
+        }
+        self.train_settings: dict = {}
+        channels = [in_channels, width, 2 * width, 4 * width]
+        blocks = []
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            blocks += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                # ceil_mode keeps a 1-pixel map alive, so tiny images pass all three pools
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
+        self.body = nn.Sequential(*blocks)
+        self.penultimate = nn.Linear(channels[-1], feature_dim)
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.config["image_size"])
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate-layer activations: ``(B, C, H, W)`` → ``(B, feature_dim)``."""
+        h = self.body(x)  # (B, 4 width, H / 8, W / 8)
+        h = h.mean(dim=(2, 3))  # (B, 4 width)
+        return F.relu(self.penultimate(h))  # (B, feature_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits: ``(B, C, H, W)`` → ``(B, num_classes)``."""
+        return self.head(self.features(x))
+
+
+def _check_images(images: Tensor, model: ImageClassifier | None = None) -> None:
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images)
+        raise TypeError(f"images must be a uint8 tensor (N, C, H, W), got {got}")
+    if images.shape[0] == 0:
+        raise ValueError("no images: the set is empty")
+    if model is not None:
+        expected = (model.config["in_channels"], *model.image_size)
+        if tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"images are (C, H, W) = {tuple(images.shape[1:])} but the classifier was "
+                f"built for {expected}: use a classifier trained on this data"
+            )
+
+
+def _check_labels(labels: Tensor, n: int, num_classes: int) -> None:
+    if labels.dtype != torch.int64 or tuple(labels.shape) != (n,):
+        raise ValueError(
+            f"labels must be int64 (N,) = ({n},), got {labels.dtype} {tuple(labels.shape)}"
+        )
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(
+            f"labels span {int(labels.min())}..{int(labels.max())}, outside "
+            f"0..{num_classes - 1} for num_classes={num_classes}"
+        )
+
+
+def _to_float(images: Tensor, device: str | torch.device) -> Tensor:
+    return images.to(device).float().div_(255.0)
+
+
+# ---------------------------------------------------------------------- training
+
+
+def _shift(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Translate each image by up to ``MAX_SHIFT`` pixels in each direction (zero fill)."""
+    B, _, H, W = x.shape
+    s = MAX_SHIFT
+    padded = F.pad(x, (s, s, s, s))  # (B, C, H + 2s, W + 2s)
+    dy, dx = torch.randint(0, 2 * s + 1, (2, B, 1), generator=generator)  # (B, 1) each
+    rows = (dy + torch.arange(H)).to(x.device)  # (B, H)
+    cols = (dx + torch.arange(W)).to(x.device)  # (B, W)
+    batch = torch.arange(B, device=x.device)[:, None, None]  # (B, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless mini-batches of indices: a fresh permutation per epoch, remainder dropped."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+def _fingerprint(images: Tensor, labels: Tensor) -> str:
+    """SHA-256 of the training set, so a cache never serves a classifier of other data."""
+    digest = hashlib.sha256()
+    digest.update(str((tuple(images.shape), tuple(labels.shape))).encode())
+    digest.update(images.cpu().contiguous().numpy().tobytes())
+    digest.update(labels.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def train_classifier(
+    images: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    *,
+    steps: int = 1500,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    time_budget: float | None = None,
+    device: str | torch.device = "cpu",
+    width: int = 32,
+    feature_dim: int = 128,
+) -> ImageClassifier:
+    """Train an :class:`ImageClassifier` on real images with Adam and a cosine learning rate.
+
+    Each step draws a batch (a fresh permutation per epoch), shifts every image by up to
+    2 pixels, and takes one cross-entropy step. On the CPU, with a fixed number of
+    threads, the result depends only on the arguments (``seed`` fixes the initial
+    weights, batches and shifts; the global RNG is left untouched) unless
+    ``time_budget`` stops training early.
+
+    Args:
+        images: uint8 ``(N, C, H, W)`` training images.
+        labels: int64 ``(N,)`` labels in ``[0, num_classes)``.
+        num_classes: number of classes.
+        steps: optimizer steps (the learning rate decays to 0 over them).
+        batch_size: images per step (at most N).
+        lr: peak Adam learning rate.
+        seed: seed of everything random in training.
+        time_budget: stop after this many seconds even if fewer than ``steps`` ran.
+        device: where to train; the model is returned there.
+        width, feature_dim: network size, see :class:`ImageClassifier`.
+
+    Returns:
+        The classifier in eval mode, with ``train_settings`` recording the arguments,
+        the steps actually run, the seconds taken and a fingerprint of the data.
+    """
+    _check_images(images)
+    _check_labels(labels, images.shape[0], num_classes)
+    if steps < 1 or batch_size < 2 or images.shape[0] < 2:
+        raise ValueError(
+            f"need steps >= 1, batch_size >= 2 and at least 2 images (BatchNorm), got "
+            f"steps={steps}, batch_size={batch_size}, {images.shape[0]} images"
+        )
+    batch_size = min(batch_size, images.shape[0])
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ImageClassifier(images.shape[1], num_classes, tuple(images.shape[2:]),
+                                width=width, feature_dim=feature_dim)
+    # channels-last roughly halves the cost of these small convolutions on the CPU
+    model.to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    )
+
+    start = time.monotonic()
+    batches = _batches(images.shape[0], batch_size, generator)
+    step, loss = 0, None
+    while step < steps:
+        if time_budget is not None and time.monotonic() - start >= time_budget:
+            break
+        # 1. batch + augmentation  2. forward/backward  3. optimizer and lr schedule
+        index = next(batches)
+        x = _shift(_to_float(images[index], device), generator)  # (B, C, H, W)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = labels[index].to(device)  # (B,)
+        logits = model(x)  # (B, num_classes)
+        batch_loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        optimizer.step()
+        schedule.step()
+        step += 1
+        loss = float(batch_loss.detach())
+
+    model.train_settings = {
+        "steps": steps,
+        "steps_run": step,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "time_budget": time_budget,
+        "seconds": round(time.monotonic() - start, 3),
+        "final_loss": loss,
+        "train_images": int(images.shape[0]),
+        "data_sha256": _fingerprint(images, labels),
+    }
+    # back to the default layout, so a reloaded copy computes exactly the same features
+    return model.to(memory_format=torch.contiguous_format).eval()
+
+
+# --------------------------------------------------------------------- inference
+
+
+@torch.no_grad()
+def predict(
+    model: ImageClassifier,
+    images: Tensor,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """Predicted labels and penultimate features of uint8 ``images`` ``(N, C, H, W)``.
+
+    The model is put in eval mode and must already be on ``device``.
+
+    Returns:
+        ``(labels int64 (N,), features float64 (N, feature_dim))`` on the CPU.
+    """
+    _check_images(images, model)
+    model.eval()
+    preds, feats = [], []
+    for start in range(0, images.shape[0], batch_size):
+        x = _to_float(images[start : start + batch_size], device)  # (B, C, H, W)
+        f = model.features(x)  # (B, F)
+        preds.append(model.head(f).argmax(dim=1).cpu())
+        feats.append(f.double().cpu())
+    return torch.cat(preds), torch.cat(feats)
+
+
+def accuracy(model: ImageClassifier, images: Tensor, labels: Tensor, **predict_kwargs) -> float:
+    """Fraction of ``images`` whose predicted label equals ``labels`` (int64 ``(N,)``)."""
+    if tuple(labels.shape) != (images.shape[0],):
+        raise ValueError(
+            f"need one label per image: {images.shape[0]} images, labels {tuple(labels.shape)}"
+        )
+    predicted, _ = predict(model, images, **predict_kwargs)
+    return float((predicted == labels.cpu()).double().mean())
+
+
+# -------------------------------------------------------------- Fréchet distance
+
+
+def _as_features(x, name: str) -> np.ndarray:
+    x = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    x = x.astype(np.float64, copy=False)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(
+            f"{name} must be (N, F) features with N >= 2 rows (a covariance needs two), "
+            f"got shape {x.shape}"
+        )
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} has NaN or infinite features")
+    return x
+
+
+def _sqrtm_product(s_a: np.ndarray, s_b: np.ndarray) -> np.ndarray:
+    """``(S_a S_b)^{1/2}``, regularising both factors when the product is near-singular."""
+    product = s_a @ s_b
+    with warnings.catch_warnings():
+        # a singular product warns here; the residual check below decides what to do
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(product)
+    scale = max(np.abs(product).max(), np.finfo(np.float64).tiny)
+    if not np.isfinite(root).all() or np.abs(root @ root - product).max() > 1e-6 * scale:
+        # Singular covariances (dead ReLU units, fewer samples than features) break the
+        # square root; pytorch-fid's remedy is a small ridge on both factors.
+        eps = 1e-6 * max(np.trace(s_a), np.trace(s_b), 1.0) / s_a.shape[0]
+        ridge = eps * np.eye(s_a.shape[0])
+        root = scipy.linalg.sqrtm((s_a + ridge) @ (s_b + ridge))
+    if np.iscomplexobj(root):
+        imag = np.abs(np.diagonal(root).imag).max()
+        if imag > 1e-3 * max(np.abs(np.diagonal(root).real).max(), 1.0):
+            raise ValueError(
+                f"the matrix square root has a large imaginary part ({imag:.3g}): the "
+                f"covariances are too ill-conditioned; use more samples"
+            )
+        root = root.real
+    return root
+
+
+def frechet_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets.
+
+    ``||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})`` in float64, with sample
+    means and unbiased covariances (Heusel et al. 2017, eq. 6 of the FID paper).
+
+    Args:
+        a: ``(N, F)`` features, e.g. of generated samples (tensor or array).
+        b: ``(M, F)`` features, e.g. of held-out real images.
+
+    Returns:
+        The distance (0 for identical sets, up to rounding).
+    """
+    a, b = _as_features(a, "a"), _as_features(b, "b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature widths differ: a has {a.shape[1]}, b has {b.shape[1]}")
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)  # (F,)
+    s_a = np.atleast_2d(np.cov(a, rowvar=False))  # (F, F)
+    s_b = np.atleast_2d(np.cov(b, rowvar=False))  # (F, F)
+    root = _sqrtm_product(s_a, s_b)
+    diff = mu_a - mu_b
+    return float(diff @ diff + np.trace(s_a) + np.trace(s_b) - 2.0 * np.trace(root))
+
+
+# -------------------------------------------------------------------- save / load
+
+
+def save_classifier(
+    model: ImageClassifier, folder: str | os.PathLike, *, val_accuracy: float | None = None
+) -> None:
+    """Write ``config.json`` and ``model.safetensors`` to ``folder``, each atomically.
+
+    Give the classifier a folder of its own (e.g. ``RUN/classifier``): a tokenizer run
+    directory's ``config.json`` is the tokenizer's.
+    """
+    folder = Path(folder)
+    existing = folder / CONFIG_FILE
+    if existing.is_file() and _kind(existing) != KIND:
+        raise CheckpointError(
+            f"{existing} belongs to a {_kind(existing)!r}, not a classifier: save the "
+            f"classifier in a folder of its own, e.g. {folder / KIND}"
+        )
+    save_tensors(folder / MODEL_FILE, model.state_dict(), {"format": "vqvae-classifier"})
+    write_json(existing, {
+        "format_version": FORMAT_VERSION,
+        "kind": KIND,
+        "model": model.config,
+        "training": model.train_settings,
+        "val_accuracy": val_accuracy,
+    })
+
+
+def _kind(path: Path) -> str | None:
+    config = read_json(path)
+    return config.get("kind") if isinstance(config, dict) else None
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: {folder} holds no saved classifier"
+        )
+    config = read_json(path)
+    if not isinstance(config, dict) or config.get("kind") != KIND:
+        kind = config.get("kind") if isinstance(config, dict) else None
+        raise CheckpointError(f"{path} describes a {kind!r}, not a classifier")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format_version {config.get('format_version')!r}; this vqvae reads "
+            f"version {FORMAT_VERSION}: delete {folder} to retrain the classifier"
+        )
+    return config
+
+
+def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu") -> ImageClassifier:
+    """Rebuild a classifier saved by :func:`save_classifier`, in eval mode on ``device``."""
+    folder = Path(folder)
+    config = _read_config(folder)
+    try:
+        model = ImageClassifier(**config["model"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{folder / CONFIG_FILE} has an invalid model config ({exc})") from exc
+    model.train_settings = dict(config.get("training") or {})
+    if not (folder / MODEL_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder / MODEL_FILE} does not exist: the classifier in {folder} is "
+            f"incomplete; delete the folder to retrain it"
+        )
+    tensors, _ = load_tensors(folder / MODEL_FILE)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{folder / MODEL_FILE} does not fit {folder / CONFIG_FILE} ({exc}): delete "
+            f"{folder} to retrain the classifier"
+        ) from exc
+    return model.to(device).eval()
+
+
+def cached_classifier(
+    folder: str | os.PathLike,
+    train_images: Tensor,
+    train_labels: Tensor,
+    num_classes: int,
+    val_images: Tensor | None = None,
+    val_labels: Tensor | None = None,
+    **train_kwargs,
+) -> tuple[ImageClassifier, dict]:
+    """The classifier saved in ``folder`` if it fits this data, else a freshly trained one.
+
+    A saved classifier is reused when its image shape, class count (and ``width`` /
+    ``feature_dim`` when given) and the fingerprint of its training set match; otherwise
+    one is trained with :func:`train_classifier` (``train_kwargs`` go there), scored on
+    the validation images if given, and saved to ``folder``, replacing the old one.
+    A corrupt saved classifier raises :class:`~vqvae.checkpoint.CheckpointError`.
+
+    Returns:
+        ``(model, info)``, ``info = {"val_accuracy": float | None, "trained": bool}``;
+        ``val_accuracy`` is measured now when validation images are given, else the
+        saved value.
+    """
+    folder = Path(folder)
+    _check_images(train_images)
+    if (val_images is None) != (val_labels is None):
+        raise ValueError("give both val_images and val_labels, or neither")
+    wanted = {
+        "in_channels": int(train_images.shape[1]),
+        "num_classes": int(num_classes),
+        "image_size": list(train_images.shape[2:]),
+    }
+    for key in ("width", "feature_dim"):
+        if key in train_kwargs:
+            wanted[key] = int(train_kwargs[key])
+    device = train_kwargs.get("device", "cpu")
+
+    if (folder / CONFIG_FILE).is_file():
+        config = _read_config(folder)
+        saved = config.get("model") or {}
+        fits = all(saved.get(k) == v for k, v in wanted.items()) and (
+            (config.get("training") or {}).get("data_sha256")
+            == _fingerprint(train_images, train_labels)
+        )
+        if fits:
+            model = load_classifier(folder, device)
+            val_accuracy = config.get("val_accuracy")
+            if val_images is not None:
+                val_accuracy = accuracy(model, val_images, val_labels, device=device)
+            return model, {"val_accuracy": val_accuracy, "trained": False}
+
+    model = train_classifier(train_images, train_labels, num_classes, **train_kwargs)
+    val_accuracy = None
+    if val_images is not None:
+        val_accuracy = accuracy(model, val_images, val_labels, device=device)
+    save_classifier(model, folder, val_accuracy=val_accuracy)
+    return model, {"val_accuracy": val_accuracy, "trained": True}

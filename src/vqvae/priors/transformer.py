@@ -1,0 +1,392 @@
+"""GPT-style decoder-only Transformer prior over code grids of any rank, with a KV cache.
+
+The grid is flattened in raster order into T = prod(latent_shape) positions. The input
+at position 0 is a start token (the label's embedding for a class-conditional prior, a
+learned BOS vector otherwise) and at position i > 0 the embedding of code i-1; the
+output at position i gives the logits of code i. Every input also gets the position of
+the code it predicts, as a sum of learned per-axis embeddings (row + column for 2-D).
+Blocks are pre-LayerNorm: causal self-attention (``scaled_dot_product_attention``),
+then a 4×-wide GELU MLP (Radford et al. 2019).
+
+Letters: B batch, T positions, C channels (``width``), K codebook size, S latent axes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqvae.priors.sampling import (
+    check_codes,
+    check_filter,
+    check_positive,
+    check_sample_request,
+    draw,
+    filter_logits,
+    known_settings,
+    resolve_labels,
+)
+
+MLP_RATIO = 4
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Everything needed to rebuild a :class:`TransformerPrior`; JSON-safe via :meth:`to_dict`.
+
+    Attributes:
+        codebook_size: K, the number of codes.
+        latent_shape: the code grid, 1-D ``(T,)``, 2-D ``(H, W)`` or 3-D ``(T, H, W)``.
+        width: C, the model width.
+        depth: number of Transformer blocks.
+        heads: attention heads; None: ``max(1, width // 64)``. Must divide ``width``.
+        num_classes: classes for the start token; None: unconditional (learned BOS).
+        dropout: dropout on embeddings, attention weights and residual branches (training only).
+        tie_weights: the output head reuses the code embedding matrix (Press & Wolf 2017).
+    """
+
+    codebook_size: int
+    latent_shape: tuple[int, ...]
+    width: int = 256
+    depth: int = 8
+    heads: int | None = None
+    num_classes: int | None = None
+    dropout: float = 0.0
+    tie_weights: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.latent_shape, (str, bytes)) or not isinstance(
+            self.latent_shape, Sequence
+        ):
+            raise TypeError(
+                f"latent_shape must be a tuple of grid sizes, got {self.latent_shape!r}"
+            )
+        object.__setattr__(self, "latent_shape", tuple(self.latent_shape))
+        if not self.latent_shape:
+            raise ValueError("latent_shape must have at least one axis, e.g. (8, 8)")
+        for name, value in [
+            ("codebook_size", self.codebook_size),
+            ("width", self.width),
+            ("depth", self.depth),
+            *(("latent_shape", s) for s in self.latent_shape),
+        ]:
+            check_positive(name, value)
+        if self.num_classes is not None:
+            check_positive("num_classes", self.num_classes)
+        if self.heads is not None:
+            check_positive("heads", self.heads)
+        if self.width % self.num_heads:
+            raise ValueError(
+                f"heads={self.num_heads} must divide width={self.width}: choose e.g. "
+                f"heads={max(1, self.width // 64)}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not isinstance(self.tie_weights, bool):
+            raise TypeError(f"tie_weights must be True or False, got {self.tie_weights!r}")
+
+    @property
+    def num_positions(self) -> int:
+        """T, the number of codes per sample."""
+        return math.prod(self.latent_shape)
+
+    @property
+    def num_heads(self) -> int:
+        """``heads``, or ``max(1, width // 64)`` when it is None."""
+        return max(1, self.width // 64) if self.heads is None else self.heads
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TransformerConfig:
+        return cls(**known_settings(cls, values))
+
+
+class KVCache:
+    """Keys and values of every layer for ``length`` positions, preallocated, filled in order.
+
+    Shapes:
+        ``keys[l]``, ``values[l]``: ``(B, heads, length, head_dim)``
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        batch: int,
+        heads: int,
+        length: int,
+        head_dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        store = torch.empty(depth, 2, batch, heads, length, head_dim, device=device, dtype=dtype)
+        self.keys = list(store[:, 0])
+        self.values = list(store[:, 1])
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position i attends to positions ≤ i."""
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, T, C / heads)
+        return q, k, v
+
+    def _merge(self, y: Tensor) -> Tensor:
+        B, _, T, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(B, T, -1))  # (B, heads, T, hs) -> (B, T, C)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, T, C) -> (B, T, C)``."""
+        q, k, v = self._split(x)
+        p = self.dropout if self.training else 0.0
+        return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p))
+
+    def step(self, x: Tensor, keys: Tensor, values: Tensor, t: int) -> Tensor:
+        """Position ``t`` alone: store its key and value, attend over positions ``≤ t``.
+
+        Shapes: ``(B, 1, C) -> (B, 1, C)``; ``keys``, ``values``: ``(B, heads, T_max, hs)``
+        """
+        q, k, v = self._split(x)  # each (B, heads, 1, hs)
+        keys[:, :, t : t + 1] = k
+        values[:, :, t : t + 1] = v
+        y = F.scaled_dot_product_attention(q, keys[:, :, : t + 1], values[:, :, : t + 1])
+        return self._merge(y)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(width)
+        self.attention = CausalSelfAttention(width, heads, dropout)
+        self.mlp_norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, MLP_RATIO * width),
+            nn.GELU(),
+            nn.Linear(MLP_RATIO * width, width),
+            nn.Dropout(dropout),
+        )
+        self.residual_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, T, C) -> (B, T, C)``."""
+        x = x + self.residual_dropout(self.attention(self.attention_norm(x)))
+        return x + self.mlp(self.mlp_norm(x))
+
+    def step(self, x: Tensor, keys: Tensor, values: Tensor, t: int) -> Tensor:
+        """One position with the KV cache: ``(B, 1, C) -> (B, 1, C)``."""
+        x = x + self.attention.step(self.attention_norm(x), keys, values, t)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class AxisPositions(nn.Module):
+    """Learned position embeddings, one table per latent axis, summed.
+
+    Shapes: ``-> (T, C)`` for the flattened grid.
+    """
+
+    def __init__(self, latent_shape: tuple[int, ...], width: int) -> None:
+        super().__init__()
+        self.axes = nn.ModuleList(nn.Embedding(size, width) for size in latent_shape)
+        grid = torch.stack(torch.meshgrid(*(torch.arange(s) for s in latent_shape), indexing="ij"))
+        self.register_buffer("index", grid.flatten(1), persistent=False)  # (axes, T), raster order
+
+    def forward(self) -> Tensor:
+        return sum(axis(index) for axis, index in zip(self.axes, self.index, strict=True))
+
+
+class TransformerPrior(nn.Module):
+    """Autoregressive prior ``p(codes | label)`` over code grids in raster order.
+
+    Build it from settings, ``TransformerPrior(512, (8, 8), width=256, depth=4)``, or
+    from a config, ``TransformerPrior(config)`` (keyword settings then override fields).
+
+    Args:
+        codebook_size: K, or a :class:`TransformerConfig`.
+        latent_shape: the code grid (omit when passing a config).
+        **settings: the other :class:`TransformerConfig` fields.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int | TransformerConfig,
+        latent_shape: Sequence[int] | None = None,
+        **settings,
+    ) -> None:
+        super().__init__()
+        if isinstance(codebook_size, TransformerConfig):
+            if latent_shape is not None:
+                settings["latent_shape"] = latent_shape
+            config = dataclasses.replace(codebook_size, **settings)
+        else:
+            if latent_shape is None:
+                raise TypeError("TransformerPrior needs latent_shape (or a TransformerConfig)")
+            config = TransformerConfig(codebook_size, latent_shape, **settings)
+        self.config = c = config
+        self.code_embedding = nn.Embedding(c.codebook_size, c.width)
+        self.start = nn.Embedding(c.num_classes or 1, c.width)  # label tokens, or one BOS
+        self.positions = AxisPositions(c.latent_shape, c.width)
+        self.embedding_dropout = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c.width, c.num_heads, c.dropout) for _ in range(c.depth))
+        self.final_norm = nn.LayerNorm(c.width)
+        # Tied: the head reads code_embedding.weight; one tensor, so safetensors can save it.
+        self.head = None if c.tie_weights else nn.Linear(c.width, c.codebook_size, bias=False)
+        self.head_bias = nn.Parameter(torch.zeros(c.codebook_size))
+        self.apply(_init_weights)
+        for block in self.blocks:  # GPT-2: scale residual projections by 1/sqrt(2·depth)
+            for linear in (block.attention.out, block.mlp[2]):
+                nn.init.normal_(linear.weight, std=0.02 / math.sqrt(2 * c.depth))
+
+    @property
+    def num_positions(self) -> int:
+        """T, the number of codes per sample."""
+        return self.config.num_positions
+
+    def forward(self, codes: Tensor, label: int | Tensor | None = None) -> Tensor:
+        """Logits of every code given the codes before it in raster order (and the label).
+
+        Args:
+            codes: integer codes in ``[0, K)``.
+            label: class of each sample (int or ``(B,)``) for a conditional prior, else None.
+
+        Returns:
+            Logits; position i (raster order) depends only on codes at positions < i.
+
+        Shapes:
+            ``(B, *S) -> (B, K, *S)``
+        """
+        c = self.config
+        codes = check_codes(codes, c.codebook_size, c.latent_shape)
+        B = codes.shape[0]
+        start = self._start(resolve_labels(label, B, c.num_classes, codes.device), B)  # (B, 1, C)
+        previous = self.code_embedding(codes.flatten(1)[:, :-1])  # (B, T-1, C)
+        x = torch.cat([start, previous], dim=1) + self.positions()  # (B, T, C)
+        x = self.embedding_dropout(x)
+        for block in self.blocks:
+            x = block(x)
+        logits = self._head(x)  # (B, T, K)
+        return logits.transpose(1, 2).reshape(B, c.codebook_size, *c.latent_shape)
+
+    def loss(self, codes: Tensor, label: int | Tensor | None = None) -> Tensor:
+        """Mean cross-entropy in nats per code, the training objective (a scalar)."""
+        return F.cross_entropy(self(codes, label), codes.long())
+
+    def log_prob(self, codes: Tensor, label: int | Tensor | None = None) -> Tensor:
+        """Total log-likelihood ``log p(codes | label)`` in nats per sample.
+
+        Shapes: ``(B, *S) -> (B,)``
+        """
+        nll = F.cross_entropy(self(codes, label), codes.long(), reduction="none")  # (B, *S)
+        return -nll.flatten(1).sum(1)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        label: int | Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
+        """Draw ``n`` code grids in raster order, on the prior's device, in eval mode.
+
+        Args:
+            n: number of grids.
+            label: class (int or ``(n,)`` tensor) for a conditional prior, else None.
+            temperature, top_k, top_p: see :func:`vqvae.priors.sampling.filter_logits`.
+            generator: seeds the draws; the same seed gives the same codes.
+            use_cache: True feeds one position per step and keeps every layer's keys and
+                values in a preallocated :class:`KVCache`; False recomputes the whole
+                prefix each step, the slow reference. Both give the same codes.
+
+        Returns:
+            Codes, int64.
+
+        Shapes:
+            ``-> (n, *S)``
+        """
+        c = self.config
+        device = self.code_embedding.weight.device
+        check_sample_request(n, generator, device)
+        check_filter(temperature, top_k, top_p)
+        start = self._start(resolve_labels(label, n, c.num_classes, device), n)  # (n, 1, C)
+
+        def pick(logits: Tensor) -> Tensor:  # (B, K) -> (B,)
+            return draw(filter_logits(logits, temperature, top_k, top_p), generator)
+
+        was_training = self.training
+        self.eval()
+        try:
+            run = self._sample_cached if use_cache else self._sample_uncached
+            codes = run(start, pick)
+        finally:
+            self.train(was_training)
+        return codes.view(n, *c.latent_shape)
+
+    # ------------------------------------------------------------------ internals
+
+    def _start(self, labels: Tensor | None, batch: int) -> Tensor:
+        """Start token ``(B, 1, C)``: the label's embedding, or the BOS vector."""
+        if labels is None:
+            return self.start.weight[None].expand(batch, 1, -1)
+        return self.start(labels)[:, None]
+
+    def _head(self, x: Tensor) -> Tensor:
+        """Logits ``(..., K)`` of features ``(..., C)``."""
+        weight = self.code_embedding.weight if self.head is None else self.head.weight
+        return F.linear(self.final_norm(x), weight, self.head_bias)
+
+    def _sample_cached(self, start: Tensor, pick) -> Tensor:
+        c = self.config
+        B, T = start.shape[0], c.num_positions
+        head_dim = c.width // c.num_heads
+        cache = KVCache(c.depth, B, c.num_heads, T, head_dim, start.device, start.dtype)
+        positions = self.positions()[:, None]  # (T, 1, C)
+        codes = torch.empty(B, T, dtype=torch.long, device=start.device)
+        x = start + positions[0]  # (B, 1, C)
+        for t in range(T):
+            for block, keys, values in zip(self.blocks, cache.keys, cache.values, strict=True):
+                x = block.step(x, keys, values, t)
+            codes[:, t] = code = pick(self._head(x[:, 0]))  # (B, K) -> (B,)
+            if t + 1 < T:
+                x = self.code_embedding(code)[:, None] + positions[t + 1]  # (B, 1, C)
+        return codes
+
+    def _sample_uncached(self, start: Tensor, pick) -> Tensor:
+        B, T = start.shape[0], self.config.num_positions
+        positions = self.positions()  # (T, C)
+        codes = torch.empty(B, T, dtype=torch.long, device=start.device)
+        for t in range(T):
+            previous = self.code_embedding(codes[:, :t])  # (B, t, C)
+            x = torch.cat([start, previous], dim=1) + positions[: t + 1]  # (B, t+1, C)
+            for block in self.blocks:
+                x = block(x)
+            codes[:, t] = pick(self._head(x[:, -1]))  # (B, K) -> (B,)
+        return codes
+
+
+def _init_weights(module: nn.Module) -> None:
+    """GPT-2 initialisation: N(0, 0.02) weights, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,296 @@
+"""The sample-quality classifier: Fréchet distance, training on real digits, save/load, cache."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from vqvae.checkpoint import CheckpointError
+from vqvae.classifier import (
+    ImageClassifier,
+    _shift,
+    accuracy,
+    cached_classifier,
+    frechet_distance,
+    load_classifier,
+    predict,
+    save_classifier,
+    train_classifier,
+)
+from vqvae.data import load_images
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """On a shared 2-core machine a second OpenMP thread mostly spins waiting for a
+    stolen core, which made training here several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ Fréchet distance
+
+
+def _with_moments(rng, n, mean, cov):
+    """``n`` samples whose sample mean and unbiased covariance are exactly ``mean``, ``cov``."""
+    z = rng.normal(size=(n, len(mean)))
+    z -= z.mean(axis=0)
+    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T  # covariance I
+    return z @ np.linalg.cholesky(cov).T + mean
+
+
+def _psd_sqrt(s):
+    w, v = np.linalg.eigh(s)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def _reference(mu_a, s_a, mu_b, s_b):
+    """Closed form through symmetric roots: Tr (S_a S_b)^½ = Tr (S_a^½ S_b S_a^½)^½."""
+    root_a = _psd_sqrt(s_a)
+    cross = np.trace(_psd_sqrt(root_a @ s_b @ root_a))
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * cross)
+
+
+def test_frechet_identical_sets_give_zero():
+    a = np.random.default_rng(0).normal(3.0, 5.0, size=(400, 16))
+    scale = np.trace(np.cov(a, rowvar=False))
+    assert abs(frechet_distance(a, a)) < 1e-9 * scale
+
+
+def test_frechet_matches_closed_form_for_diagonal_gaussians():
+    rng = np.random.default_rng(1)
+    mu_a, mu_b = np.array([0.0, 1.0, -2.0, 0.5]), np.array([1.0, 1.0, 0.0, -0.5])
+    var_a, var_b = np.array([1.0, 4.0, 0.25, 2.0]), np.array([9.0, 1.0, 0.25, 0.5])
+    a = _with_moments(rng, 300, mu_a, np.diag(var_a))
+    b = _with_moments(rng, 500, mu_b, np.diag(var_b))
+    # Diagonal covariances commute: the trace term is sum (sqrt var_a - sqrt var_b)^2.
+    expected = np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_matches_closed_form_for_full_covariances_and_is_symmetric():
+    rng = np.random.default_rng(2)
+    f = 6
+    m_a, m_b = rng.normal(size=(f, f)), rng.normal(size=(f, f))
+    s_a, s_b = m_a @ m_a.T + 0.1 * np.eye(f), m_b @ m_b.T + 0.1 * np.eye(f)
+    mu_a, mu_b = rng.normal(size=f), rng.normal(size=f)
+    a, b = _with_moments(rng, 200, mu_a, s_a), _with_moments(rng, 300, mu_b, s_b)
+    expected = _reference(mu_a, s_a, mu_b, s_b)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)
+    assert frechet_distance(b, a) == pytest.approx(frechet_distance(a, b), rel=1e-10)
+    # Torch tensors in, the same number out.
+    assert frechet_distance(torch.from_numpy(a), b) == pytest.approx(
+        frechet_distance(a, b), rel=1e-12
+    )
+
+
+def test_frechet_sample_estimate_approaches_the_population_value():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.0, 1.0, size=(20000, 3))
+    b = rng.normal(0.5, 2.0, size=(20000, 3))
+    expected = 3 * 0.5**2 + 3 * (1.0 - 2.0) ** 2
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=0.05)
+
+
+def test_frechet_mean_shift_adds_its_squared_norm():
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5))
+    v = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
+    assert frechet_distance(a, a + v) == pytest.approx(v @ v, rel=1e-9)
+
+
+def test_frechet_survives_singular_covariances():
+    rng = np.random.default_rng(5)
+    mu_a, mu_b = np.zeros(4), np.ones(4)
+    s_a, s_b = np.diag([1.0, 2.0, 3.0, 4.0]), np.diag([4.0, 3.0, 2.0, 1.0])
+    a, b = _with_moments(rng, 100, mu_a, s_a), _with_moments(rng, 100, mu_b, s_b)
+    expected = _reference(mu_a, s_a, mu_b, s_b)
+    dead = np.zeros((100, 3))  # dead ReLU units: zero variance in both sets
+    got = frechet_distance(np.hstack([a, dead]), np.hstack([b, dead]))
+    assert got == pytest.approx(expected, rel=1e-5)
+    # Fewer samples than features: rank-deficient covariances, still a finite distance.
+    few = frechet_distance(rng.normal(size=(8, 32)), rng.normal(size=(8, 32)))
+    assert np.isfinite(few) and few > 0
+
+
+def test_frechet_retries_with_a_ridge_when_the_square_root_fails(monkeypatch):
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(50, 3)), rng.normal(1.0, 2.0, size=(60, 3))
+    expected = frechet_distance(a, b)
+    real_sqrtm, calls = scipy.linalg.sqrtm, []
+
+    def flaky_sqrtm(m):
+        calls.append(m)
+        return np.full_like(m, np.nan) if len(calls) == 1 else real_sqrtm(m)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", flaky_sqrtm)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-5)
+    assert len(calls) == 2 and not np.array_equal(calls[0], calls[1])  # ridge added
+    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda m: real_sqrtm(m) + 1j * np.eye(len(m)))
+    with pytest.raises(ValueError, match="imaginary"):
+        frechet_distance(a, b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "match"),
+    [
+        (np.zeros((1, 4)), np.zeros((5, 4)), "N >= 2 rows"),
+        (np.zeros((5, 4)), np.zeros((5, 3)), "feature widths differ"),
+        (np.zeros(5), np.zeros((5, 1)), r"\(N, F\)"),
+        (np.full((5, 2), np.nan), np.zeros((5, 2)), "NaN"),
+    ],
+)
+def test_frechet_rejects_bad_input(a, b, match):
+    with pytest.raises(ValueError, match=match):
+        frechet_distance(a, b)
+
+
+# ------------------------------------------------------------------ training on digits
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_images("mnist-mini", "train"), load_images("mnist-mini", "val")
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """About 5-10 s on one thread."""
+    train, _ = digits
+    return train_classifier(train.images, train.labels, 10, steps=200, batch_size=64, lr=3e-3)
+
+
+def test_classifier_learns_real_digits(digits, trained):
+    _, val = digits
+    assert not trained.training
+    assert trained.train_settings["steps_run"] == 200
+    assert accuracy(trained, val.images, val.labels) >= 0.9
+
+
+def test_predict_gives_labels_and_penultimate_features(digits, trained):
+    _, val = digits
+    labels, features = predict(trained, val.images[:70], batch_size=32)
+    assert labels.dtype == torch.int64 and labels.shape == (70,)
+    assert features.dtype == torch.float64 and features.shape == (70, 128)
+    assert (features >= 0).all()  # after the ReLU
+    logits = trained(val.to_float(slice(0, 70)))
+    assert torch.equal(labels, logits.argmax(dim=1))
+    torch.testing.assert_close(trained.head(features.float()), logits)
+    with pytest.raises(ValueError, match="built for"):
+        predict(trained, torch.zeros(2, 3, 28, 28, dtype=torch.uint8))
+
+
+def test_save_load_round_trip_gives_identical_predictions(tmp_path, digits, trained):
+    _, val = digits
+    save_classifier(trained, tmp_path / "clf", val_accuracy=0.5)
+    config = json.loads((tmp_path / "clf" / "config.json").read_text())
+    assert config["kind"] == "classifier" and config["val_accuracy"] == 0.5
+    assert config["model"] == trained.config and config["training"]["seed"] == 0
+    loaded = load_classifier(tmp_path / "clf")
+    assert loaded.config == trained.config and not loaded.training
+    for a, b in zip(predict(trained, val.images), predict(loaded, val.images), strict=True):
+        assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------ tiny runs
+
+
+def _tiny_set(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 12, 12), dtype=torch.uint8, generator=g)
+    return images, torch.arange(n) % 3
+
+
+TINY = {"steps": 3, "batch_size": 16, "width": 4, "feature_dim": 8}
+
+
+def test_training_is_deterministic_under_a_seed_and_leaves_global_rng_alone():
+    images, labels = _tiny_set()
+    rng_before = torch.get_rng_state()
+    one = train_classifier(images, labels, 3, seed=7, **TINY).state_dict()
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    torch.rand(5)  # a different global RNG state must not matter
+    two = train_classifier(images, labels, 3, seed=7, **TINY).state_dict()
+    other = train_classifier(images, labels, 3, seed=8, **TINY).state_dict()
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    assert not all(torch.equal(one[k], other[k]) for k in one)
+
+
+def test_time_budget_stops_training():
+    images, labels = _tiny_set()
+    model = train_classifier(images, labels, 3, time_budget=0.0, **TINY)
+    assert model.train_settings["steps_run"] == 0
+
+
+def test_training_rejects_bad_labels():
+    images, labels = _tiny_set()
+    with pytest.raises(ValueError, match="outside 0..1"):
+        train_classifier(images, labels, 2, **TINY)
+    with pytest.raises(ValueError, match="int64"):
+        train_classifier(images, labels.int(), 3, **TINY)
+
+
+def test_shift_translates_by_at_most_two_pixels():
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, 0, 4, 4] = 1.0  # one bright pixel in the middle
+    out = _shift(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.equal(out.sum(dim=(1, 2, 3)), torch.ones(64))
+    where = out[:, 0].flatten(1).argmax(dim=1)  # (B,)
+    rows, cols = where // 9, where % 9
+    assert rows.min() == 2 and rows.max() == 6 and cols.min() == 2 and cols.max() == 6
+
+
+def test_tiny_images_pass_all_three_pools():
+    model = ImageClassifier(3, 4, (5, 3), width=4, feature_dim=6).eval()
+    assert model(torch.rand(2, 3, 5, 3)).shape == (2, 4)
+    assert model.features(torch.rand(2, 3, 5, 3)).shape == (2, 6)
+
+
+def test_cached_classifier_trains_once_then_loads(tmp_path):
+    images, labels = _tiny_set()
+    folder = tmp_path / "run" / "classifier"
+    first, info = cached_classifier(folder, images, labels, 3, images[:12], labels[:12], **TINY)
+    assert info["trained"] is True and 0.0 <= info["val_accuracy"] <= 1.0
+    second, info2 = cached_classifier(folder, images, labels, 3, images[:12], labels[:12], **TINY)
+    assert info2 == {"val_accuracy": info["val_accuracy"], "trained": False}
+    for a, b in zip(predict(first, images), predict(second, images), strict=True):
+        assert torch.equal(a, b)
+    # Without validation images the saved accuracy is reported.
+    assert cached_classifier(folder, images, labels, 3, **TINY)[1] == info2
+    # Other data, or another class count, retrains and replaces the cache.
+    other_images, _ = _tiny_set(seed=1)
+    assert cached_classifier(folder, other_images, labels, 3, **TINY)[1]["trained"] is True
+    assert cached_classifier(folder, other_images, labels % 2, 2, **TINY)[1]["trained"] is True
+    assert load_classifier(folder).config["num_classes"] == 2
+
+
+def test_cached_classifier_never_overwrites_a_tokenizer_config(tmp_path):
+    images, labels = _tiny_set()
+    (tmp_path / "config.json").write_text(json.dumps({"format_version": 1, "kind": "vqvae"}))
+    with pytest.raises(CheckpointError, match="not a classifier"):
+        cached_classifier(tmp_path, images, labels, 3, **TINY)
+    with pytest.raises(CheckpointError, match="folder of its own"):
+        save_classifier(ImageClassifier(1, 3, (12, 12)), tmp_path)
+
+
+def test_corrupt_or_missing_classifier_gives_clear_errors(tmp_path):
+    images, labels = _tiny_set()
+    folder = tmp_path / "clf"
+    with pytest.raises(FileNotFoundError, match="holds no saved classifier"):
+        load_classifier(folder)
+    cached_classifier(folder, images, labels, 3, **TINY)
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_classifier(folder)
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        cached_classifier(folder, images, labels, 3, **TINY)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        load_classifier(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_classifier(folder)
