@@ -68,7 +68,12 @@ from torch import Tensor, nn
 
 from vqvae import VQVAE
 from vqvae.checkpoint import CONFIG_FILE
-from vqvae.train import METRICS_FILE, _to_input  # the training loop's own input preparation
+from vqvae.train import (  # the training loop's own input preparation and precision
+    METRICS_FILE,
+    TrainConfig,
+    _to_input,
+    autocast_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "train_images.json"
@@ -244,9 +249,11 @@ class Contender:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     x: Tensor  # (B, C, H, W) in [0, 1]
+    precision: str = "fp32"
 
     def train_step(self) -> None:
-        out = self.model(self.x)
+        with autocast_for(self.precision, torch.device("cpu")):
+            out = self.model(self.x)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.optimizer.step()
@@ -262,7 +269,8 @@ def make_ours(images: Tensor) -> Contender:
     model = VQVAE(**OURS_SETTINGS, seed=SEED)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     model.to(memory_format=torch.channels_last)  # as vqvae.train does on CPU
-    return Contender("ours", model, optimizer, _to_input(images, torch.device("cpu")))
+    x = _to_input(images, torch.device("cpu"))
+    return Contender("ours", model, optimizer, x, TrainConfig().precision)
 
 
 def make_baseline(images: Tensor) -> Contender:

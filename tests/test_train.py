@@ -136,3 +136,17 @@ def test_batch_order_depends_only_on_seed_and_step():
     fresh = train_module._BatchOrder(10, 4, seed=1)
     assert [fresh.indices(s).tolist() for s in reversed(range(5))][::-1] == first
     assert sorted(sum(first[:5], [])[:10]) == list(range(10))  # an epoch is a permutation
+
+
+def test_bf16_precision_trains_with_fp32_weights_and_statistics(tmp_path, tiny_images):
+    import dataclasses
+
+    run = start_run(tmp_path / "bf16", str(tiny_images), MODEL,
+                    dataclasses.replace(TRAIN, precision="bf16", max_steps=3))
+    summary = train_tokenizer(run, progress=False)
+    assert summary.step == 3
+    weights = _weights(run)
+    assert all(t.dtype in (torch.float32, torch.int64, torch.bool) for t in weights.values())
+    assert all(torch.isfinite(t.float()).all() for t in weights.values())
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")

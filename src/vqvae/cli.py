@@ -84,6 +84,9 @@ def _add_train(sub) -> None:
                    help="wall-time limit of this invocation's training loop, validation included")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
+                   help="auto (default): bf16 autocast where the hardware computes bf16 natively, "
+                        "else fp32. Quantizer distances and losses stay fp32")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -138,13 +141,15 @@ def _add_prior(sub) -> None:
     p.add_argument("--heads", type=int, help="attention heads (Transformer; default width // 64)")
     _add_data_flags(p, required=False)
     p.add_argument("--batch-size", type=int, help="batch size (default 128)")
-    p.add_argument("--lr", type=float, help="Adam learning rate, constant (default 5e-4)")
+    p.add_argument("--lr", type=float, help="Adam learning rate, constant after 100 warm-up steps (default 1e-3)")
     p.add_argument("--max-steps", type=int, help="total steps of the run (default 100000)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="wall-time limit of this invocation's training loop, validation included")
     p.add_argument("--val-every", type=int, help="validate every N steps (default 500)")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
+                   help="auto (default): bf16 autocast where the hardware computes bf16 natively")
     p.add_argument("--resume", action="store_true", help="continue the prior in RUN/priors/NAME")
     p.add_argument("--force", action="store_true", help="overwrite an existing prior of that name")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -188,7 +193,7 @@ def _train(args: argparse.Namespace) -> None:
     model["kmeans_init"] = args.kmeans_init
     model = {k: v for k, v in model.items() if v is not None}
     train = {field: getattr(args, _dest(flag)) for flag, (field, _, _) in TRAIN_FLAGS.items()}
-    train.update(seed=args.seed, device=args.device)
+    train.update(seed=args.seed, device=args.device, precision=args.precision)
     train = {k: v for k, v in train.items() if v is not None}
     if args.resume:
         if args.force:
@@ -285,7 +290,8 @@ def _train_prior(args: argparse.Namespace) -> None:
     if args.heads is not None and args.arch != "transformer":
         raise CLIError("--heads applies to --arch transformer only")
     train = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed),
-                               ("val_every", args.val_every), ("device", args.device)) if v is not None}
+                               ("val_every", args.val_every), ("device", args.device),
+                               ("precision", args.precision)) if v is not None}
     if args.resume:
         if args.force:
             raise CLIError("--resume and --force contradict each other: choose one")

@@ -37,6 +37,9 @@ class TrainingInterrupted(Exception):
         self.step = step
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of the training loop; saved as ``config.json["train"]``."""
@@ -50,16 +53,22 @@ class TrainConfig:
     val_images: int = 2000
     checkpoint_every: int = 1000
     device: str = "auto"
+    precision: str = "auto"
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "log_every", "val_every", "val_images", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"train.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"train.warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be positive, got {self.lr}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 @dataclass
@@ -76,6 +85,22 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu")
     return torch.device(device)
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The autocast context of a training step: bf16 matrix work, or plain fp32.
+
+    ``auto`` picks bf16 where the hardware computes it natively (CUDA with bf16
+    support, or a CPU with AVX512-BF16/AMX through oneDNN), else fp32. The quantizer
+    keeps its distances and statistics in fp32 either way, and so do the losses.
+    """
+    if precision == "auto":
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        else:
+            native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        precision = "bf16" if native else "fp32"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 # --------------------------------------------------------------------- the run
@@ -142,12 +167,7 @@ def train_tokenizer(
         progress: show a progress bar.
     """
     run = Path(run)
-    config = ckpt.read_config(run)
-    train = TrainConfig(**config["train"])
-    if max_steps is not None:
-        train = dataclasses.replace(train, max_steps=max_steps)
-        config["train"] = dataclasses.asdict(train)
-        ckpt.write_json(run / ckpt.CONFIG_FILE, config)
+    config, train = _read_config(run, max_steps)
     data = config["data"]
     device = resolve_device(train.device)
 
@@ -221,7 +241,9 @@ def run_loop(s: _LoopState, task, time_budget: float | None, progress: bool) -> 
     window_start, window_items = time.monotonic(), 0
     try:
         while s.step < cfg.max_steps and time.monotonic() < deadline:
-            # 1. batch, forward, backward, update
+            # 1. learning rate (a function of the step alone), batch, forward, backward, update
+            for group in s.optimizer.param_groups:
+                group["lr"] = cfg.lr * min(1.0, (s.step + 1) / max(1, cfg.warmup_steps))
             out, items = task.train_step(s.step)
             s.step += 1
             window_items += items
@@ -275,7 +297,8 @@ class _TokenizerTask:
 
     def train_step(self, step: int):
         x = _to_input(self.train_data.images[self.batches.indices(step)], self.s.device)
-        out = self.s.model(x)
+        with autocast_for(self.s.train.precision, self.s.device):
+            out = self.s.model(x)
         self.s.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.s.optimizer.step()
@@ -319,8 +342,8 @@ def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 # ------------------------------------------------------------------- priors
 
 PRIORS = ckpt.PRIORS
-PRIOR_TRAIN = TrainConfig(batch_size=128, lr=5e-4, max_steps=100_000, val_every=500,
-                          val_images=5000, checkpoint_every=500)
+PRIOR_TRAIN = TrainConfig(batch_size=128, lr=1e-3, warmup_steps=100, max_steps=100_000,
+                          val_every=500, val_images=5000, checkpoint_every=500)
 PRIOR_MODEL = {"pixelcnn": {"width": 64, "depth": 15}, "transformer": {"width": 256, "depth": 4}}
 
 
@@ -389,12 +412,7 @@ def train_prior(
     reports the negative log-likelihood in bits per code.
     """
     folder = Path(folder)
-    config = ckpt.read_config(folder)
-    train = TrainConfig(**config["train"])
-    if max_steps is not None:
-        train = dataclasses.replace(train, max_steps=max_steps)
-        config["train"] = dataclasses.asdict(train)
-        ckpt.write_json(folder / ckpt.CONFIG_FILE, config)
+    config, train = _read_config(folder, max_steps)
     device = resolve_device(train.device)
     run = folder.parent.parent
     data = config["data"]
@@ -425,7 +443,8 @@ class _PriorTask:
     def train_step(self, step: int):
         idx = self.batches.indices(step)
         labels = None if self.labels is None else self.labels[idx].to(self.s.device)
-        loss = self.s.model.loss(self.codes[idx].to(self.s.device), labels)
+        with autocast_for(self.s.train.precision, self.s.device):
+            loss = self.s.model.loss(self.codes[idx].to(self.s.device), labels)
         self.s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.s.optimizer.step()
@@ -452,6 +471,17 @@ class _PriorTask:
 
 
 # ------------------------------------------------------------------- helpers
+
+
+def _read_config(run: Path, max_steps: int | None) -> tuple[dict, TrainConfig]:
+    """A run's config and training settings; a new ``max_steps`` is recorded in it."""
+    config = ckpt.read_config(run)
+    train = TrainConfig(**config["train"])
+    if max_steps is not None:
+        train = dataclasses.replace(train, max_steps=max_steps)
+        config["train"] = dataclasses.asdict(train)
+        ckpt.write_json(run / ckpt.CONFIG_FILE, config)
+    return config, train
 
 
 def _append_metrics(run: Path, record: dict) -> None:
