@@ -42,6 +42,9 @@ def test_train_prior_sample_and_resume(tokenizer_run, tmp_path, capsys):
                          "--max-steps", 5, "--no-progress")
     assert code == 0, err
     assert "finished at step 5" in out
+    code, _, err = cli(capsys, "train-prior", tokenizer_run, "--arch", "transformer", "--resume",
+                       "--width", 64, "--no-progress")
+    assert code == 2 and "drop --width" in err
 
     code, out, err = cli(capsys, "sample", tokenizer_run, "-n", 6, "--label", 1, "--top-k", 5,
                          "--seed", 3, "-o", tmp_path / "s")

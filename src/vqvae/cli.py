@@ -295,6 +295,9 @@ def _train_prior(args: argparse.Namespace) -> None:
     if args.resume:
         if args.force:
             raise CLIError("--resume and --force contradict each other: choose one")
+        settings = [f"--{k.replace('_', '-')}" for k in [*model, *train] if k not in ("device", "precision")]
+        if settings:
+            raise CLIError(f"--resume continues the prior as configured: drop {', '.join(settings)}")
     else:
         if args.max_steps is not None:
             train["max_steps"] = args.max_steps
