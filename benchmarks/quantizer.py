@@ -35,12 +35,9 @@ Results go to ``benchmarks/results/quantizer.json``; a markdown table goes to st
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.metadata
 import json
-import operator
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,6 +48,7 @@ from pathlib import Path
 
 import torch
 
+from common import COMPARISONS, fmt, machine_info, write_json_atomic
 from vqvae import EMAVectorQuantizer
 
 WARMUP_CALLS = 2
@@ -96,7 +94,6 @@ SHAPES = {
     ),
 }
 
-COMPARISONS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 # (name, shape, metric, comparison, threshold): what the README promises.
 TARGETS = [
     ("peer/ours speedup", "a", "speedup_peer_over_ours", ">=", 6.0),
@@ -267,27 +264,6 @@ def memory_for_shape(shape_name: str) -> dict[str, dict]:
 # ------------------------------------------------------------------ results
 
 
-def machine_info(load_at_start: float) -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "torch": torch.__version__,
-        "vector_quantize_pytorch": importlib.metadata.version("vector-quantize-pytorch"),
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        # Other processes on the cores inflate the timings, ours most (many short parallel
-        # regions whose threads spin-wait for a descheduled peer): a high load voids a run.
-        "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
-    }
-
-
 def shape_result(shape: Shape, times: dict | None, memory: dict | None) -> dict:
     result = {
         **asdict(shape),
@@ -327,17 +303,6 @@ def check_targets(shapes: dict[str, dict]) -> list[dict]:
             }
         )
     return checks
-
-
-def write_json_atomic(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp")  # the .gitignore covers results/*.tmp
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return "—" if value is None else format(value, spec) + suffix
 
 
 def memory_cell(entry: dict | None) -> str:
@@ -439,7 +404,10 @@ def main(argv: list[str] | None = None) -> None:
         memory = None if args.skip_memory else memory_for_shape(name)
         shapes[name] = shape_result(shape, times, memory)
     report = {
-        "machine": machine_info(load_at_start),
+        "machine": machine_info(
+            {"start": load_at_start, "end": os.getloadavg()[0]},
+            vector_quantize_pytorch=importlib.metadata.version("vector-quantize-pytorch"),
+        ),
         "settings": {
             "rounds": args.rounds,
             "peer_rounds_c": args.peer_rounds_c,

@@ -36,12 +36,8 @@ Results go to ``benchmarks/results/sampling.json``; a markdown table goes to std
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.metadata
-import json
-import operator
 import os
-import platform
 import statistics
 import sys
 import time
@@ -51,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from common import COMPARISONS, fmt, machine_info, write_json_atomic
 from vqvae.priors import PixelCNNPrior, TransformerPrior
 
 K = 512
@@ -95,7 +92,6 @@ def cases(large: int) -> list[Case]:
     ]
 
 
-COMPARISONS = {">=": operator.ge}
 # (name, case, metric, comparison, threshold): what the README promises.
 TARGETS = [
     ("pixelcnn tokens/s (default sampler)", "8x8 b64 cached", "pixelcnn", ">=", 1000.0),
@@ -192,28 +188,6 @@ def time_case(
 # ------------------------------------------------------------------ results
 
 
-def machine_info(load_at_start: float) -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "torch": torch.__version__,
-        "x_transformers": importlib.metadata.version("x-transformers"),
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        # Other processes on the cores slow every implementation, and with more threads
-        # than free cores each parallel region waits for a descheduled thread: a high
-        # load voids a run (rerun with --threads 1 to compare on a busy machine).
-        "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
-    }
-
-
 def case_result(case: Case, rates: dict[str, dict]) -> dict:
     median = {impl: rates[impl]["median"] for impl in rates}
     return {
@@ -267,17 +241,6 @@ def check_targets(results: dict[str, dict], large: int) -> list[dict]:
             }
         )
     return checks
-
-
-def write_json_atomic(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp")  # the .gitignore covers results/*.tmp
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return "—" if value is None else format(value, spec) + suffix
 
 
 def markdown_tables(report: dict) -> str:
@@ -379,7 +342,10 @@ def main(argv: list[str] | None = None) -> None:
             "slow_rounds": args.slow_rounds,
             "large_grid": args.large,
         },
-        "machine": machine_info(load_at_start),
+        "machine": machine_info(
+            {"start": load_at_start, "end": os.getloadavg()[0]},
+            x_transformers=importlib.metadata.version("x-transformers"),
+        ),
         "cases": results,
         "targets": check_targets(results, args.large),
     }

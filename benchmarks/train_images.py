@@ -47,12 +47,9 @@ Results go to ``benchmarks/results/train_images.json``; a markdown table goes to
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import operator
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -66,6 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common import COMPARISONS, fmt, machine_info, write_json_atomic
 from vqvae import VQVAE
 from vqvae.checkpoint import CONFIG_FILE
 from vqvae.train import (  # the training loop's own input preparation and precision
@@ -96,7 +94,6 @@ OURS_SETTINGS = {
 MEASURES = ("train", "encode", "decode")
 CONTENDERS = ("ours", "baseline")
 
-COMPARISONS = {">=": operator.ge, "<=": operator.le}
 # (name, block, metric, comparison, threshold): what the README promises.
 TARGETS = [
     ("train images/s, ours/baseline", "throughput", "train", ">=", 1.0),
@@ -480,30 +477,6 @@ def run_quality(run: Path, minutes: float) -> dict:
 # ------------------------------------------------------------------ results
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(
-                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
-
-
-def machine_info(load: dict[str, float]) -> dict:
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu_model(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        # Other processes on the cores inflate the timings: a high load voids a run. The
-        # quality run loads the cores itself, so "end" is taken when the timing ends.
-        "load_average_1min": load,
-    }
-
-
 def target_value(report: dict, block: str, metric: str) -> float | None:
     if block == "throughput":
         return report["throughput"]["ratio_ours_over_baseline"][metric]
@@ -528,17 +501,6 @@ def check_targets(report: dict) -> list[dict]:
             }
         )
     return checks
-
-
-def write_json_atomic(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp")  # the .gitignore covers results/*.tmp
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return "—" if value is None else format(value, spec) + suffix
 
 
 def throughput_table(t: dict) -> list[str]:

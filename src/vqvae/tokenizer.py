@@ -167,14 +167,15 @@ def cached_codes(
     """
     run = Path(run)
     weights = hashlib.sha256((run / MODEL_FILE).read_bytes()).hexdigest()[:16]
-    recorded = read_config(run)["data"]
+    config = read_config(run)
+    recorded = config["data"]
     key = hashlib.sha256(repr((data or recorded["spec"], data_dir, split)).encode()).hexdigest()[:8]
     path = run / "codes" / f"{split}-{key}-{weights}.npz"
     if path.exists():
         codes, labels = load_codes(path)
     else:
         codes, labels = encode_run(run, data, data_dir, split, device=device)
-        save_codes(path, codes, labels, read_config(run)["model"]["codebook_size"])
+        save_codes(path, codes, labels, config["model"]["codebook_size"])
     if labels is not None and bool((labels < 0).all()):
         labels = None
     return codes, labels
