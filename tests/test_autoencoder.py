@@ -32,7 +32,7 @@ def test_loss_is_normalised_mse_plus_quantizer_loss():
     model = VQVAE(in_channels=1, data_variance=0.25, **TINY).eval()
     x = torch.rand(2, 1, 8, 8)
     out = model(x)
-    expected = (out.reconstruction - x).square().mean() / 0.25
+    expected = (out.params + 0.5 - x).square().mean() / 0.25
     torch.testing.assert_close(out.reconstruction_loss, expected)
     torch.testing.assert_close(out.loss, out.reconstruction_loss + out.quantizer_loss)
 
@@ -41,7 +41,7 @@ def test_bernoulli_likelihood_uses_logits():
     model = VQVAE(in_channels=1, likelihood="bernoulli", **TINY).eval()
     x = (torch.rand(2, 1, 8, 8) > 0.5).float()
     out = model(x)
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(out.reconstruction, x)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(out.params, x)
     torch.testing.assert_close(out.reconstruction_loss, expected)
     assert model.decode(out.indices).min() >= 0
 

@@ -1,6 +1,6 @@
 """vqvae: discrete representation learning with VQ-VAE (van den Oord et al. 2017)."""
 
-from vqvae.autoencoder import VQVAE, VQVAEConfig, VQVAEOutput
+from vqvae.autoencoder import VAE, VQVAE, VAEConfig, VAEOutput, VQVAEConfig, VQVAEOutput
 from vqvae.checkpoint import load
 from vqvae.priors import PixelCNNConfig, PixelCNNPrior, TransformerConfig, TransformerPrior
 from vqvae.quantize import (
@@ -16,7 +16,10 @@ from vqvae.quantize import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "VAE",
     "VQVAE",
+    "VAEConfig",
+    "VAEOutput",
     "CodebookUsage",
     "EMAVectorQuantizer",
     "PixelCNNConfig",

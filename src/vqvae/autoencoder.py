@@ -1,7 +1,12 @@
-"""The VQ-VAE: encoder → vector quantizer → decoder (van den Oord et al. 2017, §3).
+"""Autoencoders over 8-bit data: the VQ-VAE (van den Oord et al. 2017, §3) and the
+continuous VAE baseline of the paper's comparison (Kingma & Welling 2014), built from
+the same encoder, decoder and likelihood so that only the latent differs.
 
-Data enter as floats in [0, 1], channels first: ``(B, C, *S)``; codes are integer grids
-``(B, *S')`` with ``S' = S / 2**downsamples``.
+Data enter as floats in [0, 1], channels first: ``(B, C, *S)``; latents are grids
+``(B, *S')`` of integer codes (VQ-VAE) or ``(B, D, *S')`` Gaussian vectors (VAE), with
+``S' = S / 2**downsamples``. The decoder is convolutional, or an autoregressive gated
+PixelCNN over the pixels conditioned on the latents (``decoder="pixelcnn"``, the
+"powerful decoder" of the paper's posterior-collapse argument, §1 and §4).
 """
 
 from __future__ import annotations
@@ -11,23 +16,23 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqvae.ar_decoder import PixelCNNDecoder
+from vqvae.likelihood import LIKELIHOODS, make_likelihood
 from vqvae.nets import Decoder, Encoder
 from vqvae.quantize import EMAVectorQuantizer, VectorQuantizer
 
 QUANTIZERS = ("ema", "grad")
-LIKELIHOODS = ("mse", "bernoulli")
+DECODERS = ("conv", "pixelcnn")
 
 
 @dataclass(frozen=True)
-class VQVAEConfig:
-    """Everything needed to rebuild a :class:`VQVAE`; saved as ``config.json["model"]``.
+class AutoencoderConfig:
+    """What the VQ-VAE and the VAE share: the networks and the decoder's likelihood.
 
     Defaults are the paper's image model (§4.1): 256 hidden units everywhere, two
-    stride-2 convolutions (32×32 → 8×8), two residual blocks, K=512, D=64, β=0.25,
-    EMA γ=0.99.
+    stride-2 convolutions (32×32 → 8×8), two residual blocks.
 
     Attributes:
         in_channels: channels of the data (1 grey, 3 colour).
@@ -35,16 +40,15 @@ class VQVAEConfig:
         res_hidden: width inside the residual blocks.
         residual_blocks: residual blocks in the encoder and in the decoder.
         downsamples: stride-2 convolutions; the latent grid is 2**downsamples smaller.
-        codebook_size: K.
-        code_dim: D.
-        quantizer: ``"ema"`` (appendix A.1) or ``"grad"`` (codebook loss).
-        beta: commitment cost β.
-        decay: EMA decay γ (EMA quantizer only).
-        kmeans_init: start the codebook from k-means on the first batches.
-        dead_code_window: re-seed codes unused for this many steps (None: never).
-        likelihood: ``"mse"`` (Gaussian, fixed variance) or ``"bernoulli"`` (binarised data).
+        likelihood: the decoder's ``p(x | z)``, see :mod:`vqvae.likelihood`: ``"mse"``
+            (Gaussian, fixed variance), ``"bernoulli"`` (binarised data), or, for 8-bit
+            data and bits/dim, ``"logistic"`` (discretised) or ``"categorical"`` (256-way).
+        mixtures: components of the discretised logistic mixture.
         data_variance: variance of the training pixels; the MSE loss is divided by it
             (so the reported reconstruction loss is the NMSE).
+        decoder: ``"conv"`` (the paper's) or ``"pixelcnn"`` (autoregressive over pixels,
+            conditioned on the conv decoder's features; 2-D only).
+        decoder_width, decoder_depth: channels and gated layers of the PixelCNN decoder.
         spatial_dims: 1 (audio), 2 (images) or 3 (video).
         seed: seeds the codebook initialisation and resets.
     """
@@ -54,37 +58,39 @@ class VQVAEConfig:
     res_hidden: int = 256
     residual_blocks: int = 2
     downsamples: int = 2
-    codebook_size: int = 512
-    code_dim: int = 64
-    quantizer: str = "ema"
-    beta: float = 0.25
-    decay: float = 0.99
-    kmeans_init: bool = True
-    dead_code_window: int | None = 100
     likelihood: str = "mse"
+    mixtures: int = 1
     data_variance: float = 1.0
+    decoder: str = "conv"
+    decoder_width: int = 64
+    decoder_depth: int = 8
     spatial_dims: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "hidden", "res_hidden", "downsamples", "codebook_size", "code_dim"):
+        for name in ("in_channels", "hidden", "res_hidden", "downsamples", "mixtures",
+                     "decoder_width", "decoder_depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
-        if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"model.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"model.likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.mixtures > 1 and self.likelihood != "logistic":
+            raise ValueError(f"--mixtures {self.mixtures} needs --likelihood logistic, got {self.likelihood!r}")
         if not (self.data_variance > 0 and math.isfinite(self.data_variance)):
             raise ValueError(f"model.data_variance must be positive, got {self.data_variance}")
         if self.spatial_dims not in (1, 2, 3):
             raise ValueError(f"model.spatial_dims must be 1, 2 or 3, got {self.spatial_dims}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"model.decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.decoder == "pixelcnn" and self.spatial_dims != 2:
+            raise ValueError("the PixelCNN decoder models images (spatial_dims 2): use --decoder conv")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> VQVAEConfig:
+    def from_dict(cls, values: dict):
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -95,103 +101,102 @@ class VQVAEConfig:
         return cls(**values)
 
 
-@dataclass
-class VQVAEOutput:
-    """What :meth:`VQVAE.forward` returns.
+@dataclass(frozen=True)
+class VQVAEConfig(AutoencoderConfig):
+    """Everything needed to rebuild a :class:`VQVAE`; saved as ``config.json["model"]``.
+
+    Besides :class:`AutoencoderConfig`, the paper's codebook (§4.1): K=512, D=64,
+    β=0.25, EMA γ=0.99.
 
     Attributes:
-        reconstruction: ``(B, C, *S)``, the decoder's mean in data space (MSE) or the
-            Bernoulli logits.
-        loss: reconstruction_loss + quantizer loss, the training objective.
-        reconstruction_loss: NMSE (MSE over the data variance) or Bernoulli NLL per element.
-        quantizer_loss: the quantizer's auxiliary loss.
-        commitment_loss, codebook_loss, perplexity: from the quantizer.
-        indices: ``(B, *S')`` codes.
+        codebook_size: K.
+        code_dim: D.
+        quantizer: ``"ema"`` (appendix A.1) or ``"grad"`` (codebook loss).
+        beta: commitment cost β.
+        decay: EMA decay γ (EMA quantizer only).
+        kmeans_init: start the codebook from k-means on the first batches.
+        dead_code_window: re-seed codes unused for this many steps (None: never).
     """
 
-    reconstruction: Tensor
-    loss: Tensor
-    reconstruction_loss: Tensor
-    quantizer_loss: Tensor
-    commitment_loss: Tensor
-    codebook_loss: Tensor
-    perplexity: Tensor
-    indices: Tensor
+    codebook_size: int = 512
+    code_dim: int = 64
+    quantizer: str = "ema"
+    beta: float = 0.25
+    decay: float = 0.99
+    kmeans_init: bool = True
+    dead_code_window: int | None = 100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("codebook_size", "code_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"model.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
 
 
-class VQVAE(nn.Module):
-    """Encoder, vector quantizer and decoder; built from a :class:`VQVAEConfig`.
+@dataclass(frozen=True)
+class VAEConfig(AutoencoderConfig):
+    """Everything needed to rebuild a :class:`VAE`: :class:`AutoencoderConfig` plus ``latent_dim``.
 
-    ``VQVAE(in_channels=1, hidden=128)`` is short for ``VQVAE(VQVAEConfig(...))``.
+    Attributes:
+        latent_dim: D, channels of the Gaussian latent at each position of the latent grid
+            (the VQ-VAE's ``code_dim``, so both models share the encoder and decoder).
     """
 
-    def __init__(self, config: VQVAEConfig | None = None, **settings) -> None:
-        super().__init__()
-        if config is None:
-            config = VQVAEConfig(**settings)
-        elif settings:
-            config = dataclasses.replace(config, **settings)
-        self.config = c = config
-        self.encoder = Encoder(c.in_channels, c.hidden, c.res_hidden, c.code_dim,
+    latent_dim: int = 64
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.latent_dim, int) or self.latent_dim < 1:
+            raise ValueError(f"model.latent_dim must be a positive integer, got {self.latent_dim!r}")
+
+
+class _Autoencoder(nn.Module):
+    """Encoder → (latent, defined by subclasses) → decoder → likelihood ``p(x | z)``."""
+
+    config: AutoencoderConfig
+
+    def _build(self, encoder_out: int, latent_channels: int) -> None:
+        c = self.config
+        self.likelihood = make_likelihood(c.likelihood, data_variance=c.data_variance, mixtures=c.mixtures)
+        self.encoder = Encoder(c.in_channels, c.hidden, c.res_hidden, encoder_out,
                                c.downsamples, c.residual_blocks, c.spatial_dims)
-        quantizer = EMAVectorQuantizer if c.quantizer == "ema" else VectorQuantizer
-        options = {"decay": c.decay} if c.quantizer == "ema" else {}
-        self.quantizer = quantizer(
-            c.codebook_size, c.code_dim, c.beta, kmeans_init=c.kmeans_init,
-            dead_code_window=c.dead_code_window, seed=c.seed, **options,
-        )
-        self.decoder = Decoder(c.code_dim, c.hidden, c.res_hidden, c.in_channels,
+        params = c.in_channels * self.likelihood.params_per_channel
+        features = params if c.decoder == "conv" else c.decoder_width
+        self.decoder = Decoder(latent_channels, c.hidden, c.res_hidden, features,
                                c.downsamples, c.residual_blocks, c.spatial_dims)
+        self.pixelcnn = None
+        if c.decoder == "pixelcnn":
+            self.pixelcnn = PixelCNNDecoder(c.in_channels, c.decoder_width, self.likelihood.params_per_channel,
+                                            width=c.decoder_width, depth=c.decoder_depth)
+
+    @property
+    def autoregressive(self) -> bool:
+        """True when the decoder is a PixelCNN: decoding then samples pixel by pixel."""
+        return self.pixelcnn is not None
+
+    def decoder_params(self, latents: Tensor, x: Tensor | None = None) -> Tensor:
+        """Parameters of ``p(x | latents)``, ``(B, C·P, *S)``; the PixelCNN needs ``x`` (teacher forcing)."""
+        features = self.decoder(latents)
+        if self.pixelcnn is None:
+            return features
+        if x is None:
+            raise ValueError("the PixelCNN decoder needs the data x to score p(x | z)")
+        return self.pixelcnn(x, features)
+
+    def _generate(self, latents: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The decoder's output in [0, 1]: its mean, or (PixelCNN) a sample drawn pixel by pixel."""
+        features = self.decoder(latents)
+        if self.pixelcnn is None:
+            return self.likelihood.mean(features).clamp(0.0, 1.0)
+        return self.pixelcnn.sample(features, lambda p: self.likelihood.sample(p, generator))
 
     def latent_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Latent grid ``S'`` for data of spatial shape ``S``."""
         self._check_spatial(tuple(data_shape))
         return tuple(s >> self.config.downsamples for s in data_shape)
-
-    def forward(self, x: Tensor) -> VQVAEOutput:
-        """Encode, quantize and decode ``x`` ``(B, C, *S)`` in [0, 1]."""
-        self._check_data(x)
-        q = self.quantizer(self.encoder(x - 0.5))
-        out = self.decoder(q.quantized)
-        if self.config.likelihood == "bernoulli":
-            recon_loss = F.binary_cross_entropy_with_logits(out, x)
-            reconstruction = out
-        else:
-            reconstruction = out + 0.5
-            recon_loss = F.mse_loss(reconstruction, x) / self.config.data_variance
-        return VQVAEOutput(
-            reconstruction=reconstruction,
-            loss=recon_loss + q.loss,
-            reconstruction_loss=recon_loss,
-            quantizer_loss=q.loss,
-            commitment_loss=q.commitment_loss,
-            codebook_loss=q.codebook_loss,
-            perplexity=q.perplexity,
-            indices=q.indices,
-        )
-
-    @torch.no_grad()
-    def encode(self, x: Tensor) -> Tensor:
-        """Codes ``(B, *S')`` int64 of data ``x`` ``(B, C, *S)`` in [0, 1]."""
-        self._check_data(x)
-        return self.quantizer.encode(self.encoder(x - 0.5))
-
-    @torch.no_grad()
-    def decode(self, codes: Tensor) -> Tensor:
-        """Data ``(B, C, *S)`` in [0, 1] (the decoder's mean) from codes ``(B, *S')``."""
-        if codes.dim() != self.config.spatial_dims + 1:
-            raise ValueError(
-                f"codes must have shape (B, {', '.join('*' * self.config.spatial_dims)}) with "
-                f"{self.config.spatial_dims} latent axes, got shape {tuple(codes.shape)}"
-            )
-        out = self.decoder(self.quantizer.decode(codes))
-        out = torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out + 0.5
-        return out.clamp(0.0, 1.0)
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """``decode(encode(x))``: what the tokenizer keeps of ``x``."""
-        return self.decode(self.encode(x))
 
     def _check_data(self, x: Tensor) -> None:
         c = self.config
@@ -215,3 +220,206 @@ class VQVAE(nn.Module):
                 f"{self.config.downsamples} times): choose an image size that is a multiple "
                 f"of {factor}, e.g. --image-size {max(factor, shape[0] // factor * factor)}"
             )
+
+
+@dataclass
+class VQVAEOutput:
+    """What :meth:`VQVAE.forward` returns.
+
+    Attributes:
+        params: ``(B, C·P, *S)``, the decoder's output: parameters of ``p(x | z)``.
+        reconstruction: ``(B, C, *S)``, the decoder's mean in [0, 1].
+        loss: reconstruction_loss + quantizer loss, the training objective.
+        reconstruction_loss: NMSE (MSE over the data variance) for ``mse``, else the
+            negative log-likelihood in nats per element.
+        quantizer_loss: the quantizer's auxiliary loss.
+        commitment_loss, codebook_loss, perplexity: from the quantizer.
+        indices: ``(B, *S')`` codes.
+    """
+
+    params: Tensor
+    reconstruction: Tensor
+    loss: Tensor
+    reconstruction_loss: Tensor
+    quantizer_loss: Tensor
+    commitment_loss: Tensor
+    codebook_loss: Tensor
+    perplexity: Tensor
+    indices: Tensor
+
+
+class VQVAE(_Autoencoder):
+    """Encoder, vector quantizer and decoder; built from a :class:`VQVAEConfig`.
+
+    ``VQVAE(in_channels=1, hidden=128)`` is short for ``VQVAE(VQVAEConfig(...))``.
+    """
+
+    def __init__(self, config: VQVAEConfig | None = None, **settings) -> None:
+        super().__init__()
+        if config is None:
+            config = VQVAEConfig(**settings)
+        elif settings:
+            config = dataclasses.replace(config, **settings)
+        self.config = c = config
+        self._build(c.code_dim, c.code_dim)
+        quantizer = EMAVectorQuantizer if c.quantizer == "ema" else VectorQuantizer
+        options = {"decay": c.decay} if c.quantizer == "ema" else {}
+        self.quantizer = quantizer(
+            c.codebook_size, c.code_dim, c.beta, kmeans_init=c.kmeans_init,
+            dead_code_window=c.dead_code_window, seed=c.seed, **options,
+        )
+
+    def forward(self, x: Tensor) -> VQVAEOutput:
+        """Encode, quantize and decode ``x`` ``(B, C, *S)`` in [0, 1]."""
+        self._check_data(x)
+        q = self.quantizer(self.encoder(x - 0.5))
+        params = self.decoder_params(q.quantized, x)
+        recon_loss = self.likelihood.loss(params, x)
+        return VQVAEOutput(
+            params=params,
+            reconstruction=self.likelihood.mean(params),
+            loss=recon_loss + q.loss,
+            reconstruction_loss=recon_loss,
+            quantizer_loss=q.loss,
+            commitment_loss=q.commitment_loss,
+            codebook_loss=q.codebook_loss,
+            perplexity=q.perplexity,
+            indices=q.indices,
+        )
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Codes ``(B, *S')`` int64 of data ``x`` ``(B, C, *S)`` in [0, 1]."""
+        self._check_data(x)
+        return self.quantizer.encode(self.encoder(x - 0.5))
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Data ``(B, C, *S)`` in [0, 1] from codes ``(B, *S')``: the decoder's mean, or a
+        sample drawn pixel by pixel when the decoder is a PixelCNN."""
+        if codes.dim() != self.config.spatial_dims + 1:
+            raise ValueError(
+                f"codes must have shape (B, {', '.join('*' * self.config.spatial_dims)}) with "
+                f"{self.config.spatial_dims} latent axes, got shape {tuple(codes.shape)}"
+            )
+        return self._generate(self.quantizer.decode(codes), generator)
+
+    def latents(self, codes: Tensor) -> Tensor:
+        """The decoder's input ``(B, D, *S')`` for codes ``(B, *S')``: their codebook vectors."""
+        return self.quantizer.decode(codes)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """``decode(encode(x))``: what the tokenizer keeps of ``x``."""
+        return self.decode(self.encode(x))
+
+
+@dataclass
+class VAEOutput:
+    """What :meth:`VAE.forward` returns.
+
+    Attributes:
+        params: ``(B, C·P, *S)``, the decoder's output for the sampled latent.
+        reconstruction: ``(B, C, *S)``, the decoder's mean in [0, 1].
+        loss: the negative ELBO in nats per data dimension (reconstruction + KL / dims).
+        reconstruction_loss: ``−log p(x | z)`` in nats per element (one sample of z).
+        kl: ``KL(q(z | x) ‖ N(0, I))`` in nats per image, averaged over the batch.
+        kl_per_image: ``(B,)``, the same per image.
+        nll_per_image: ``(B,)``, ``−log p(x | z)`` in nats per image.
+        mean, log_var: ``(B, D, *S')``, the posterior's parameters.
+        latents: ``(B, D, *S')``, the reparameterised sample.
+    """
+
+    params: Tensor
+    reconstruction: Tensor
+    loss: Tensor
+    reconstruction_loss: Tensor
+    kl: Tensor
+    kl_per_image: Tensor
+    nll_per_image: Tensor
+    mean: Tensor
+    log_var: Tensor
+    latents: Tensor
+
+
+class VAE(_Autoencoder):
+    """The continuous baseline: a diagonal Gaussian posterior ``q(z | x)``, the
+    reparameterisation trick and the analytic KL to ``N(0, I)``, on the VQ-VAE's encoder
+    and decoder (the encoder's last 1×1 convolution outputs mean and log-variance).
+
+    With ``likelihood="mse"`` the decoder is a Gaussian of fixed variance
+    ``data_variance``; the logistic and categorical likelihoods give the true ELBO of
+    8-bit data.
+    """
+
+    def __init__(self, config: VAEConfig | None = None, **settings) -> None:
+        super().__init__()
+        if config is None:
+            config = VAEConfig(**settings)
+        elif settings:
+            config = dataclasses.replace(config, **settings)
+        self.config = c = config
+        self._build(2 * c.latent_dim, c.latent_dim)
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance ``(B, D, *S')`` of ``q(z | x)``."""
+        self._check_data(x)
+        mean, log_var = self.encoder(x - 0.5).chunk(2, dim=1)
+        return mean, log_var.clamp(-30.0, 20.0)  # exp() stays finite in fp32
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+        """One-sample estimate of the negative ELBO of ``x`` ``(B, C, *S)`` in [0, 1]."""
+        mean, log_var = self.posterior(x)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        z = mean + torch.exp(0.5 * log_var) * noise  # reparameterisation: gradients reach mean, log_var
+        params = self.decoder_params(z, x)
+        nll = self.likelihood.nll(params, x).flatten(1).sum(1)  # (B,) nats
+        kl = gaussian_kl(mean.float(), log_var.float())  # (B,) nats
+        dims = x[0].numel()
+        return VAEOutput(
+            params=params,
+            reconstruction=self.likelihood.mean(params),
+            loss=(nll + kl).mean() / dims,
+            reconstruction_loss=nll.mean() / dims,
+            kl=kl.mean(),
+            kl_per_image=kl,
+            nll_per_image=nll,
+            mean=mean,
+            log_var=log_var,
+            latents=z,
+        )
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """The posterior mean ``(B, D, *S')`` of ``x`` ``(B, C, *S)``."""
+        return self.posterior(x)[0]
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Data ``(B, C, *S)`` in [0, 1] from latents ``(B, D, *S')``."""
+        if z.dim() != self.config.spatial_dims + 2 or z.shape[1] != self.config.latent_dim:
+            raise ValueError(
+                f"latents must have shape (B, {self.config.latent_dim}, "
+                f"{', '.join('*' * self.config.spatial_dims)}), got {tuple(z.shape)}"
+            )
+        return self._generate(z, generator)
+
+    def latents(self, z: Tensor) -> Tensor:
+        """The decoder's input for latents ``z``: ``z`` itself."""
+        return z
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """``decode(encode(x))``, through the posterior mean."""
+        return self.decode(self.encode(x))
+
+
+def gaussian_kl(mean: Tensor, log_var: Tensor) -> Tensor:
+    """``KL(N(mean, exp(log_var)) ‖ N(0, I))`` summed over all but the batch axis, in nats.
+
+    Shapes: ``(B, D, *S') -> (B,)``
+    """
+    return 0.5 * (mean.square() + log_var.exp() - 1.0 - log_var).flatten(1).sum(1)
+
+
+MODELS = {"vqvae": (VQVAE, VQVAEConfig), "vae": (VAE, VAEConfig)}
