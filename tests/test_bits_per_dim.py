@@ -112,3 +112,35 @@ def test_decoder_settings_are_checked():
         VQVAE(in_channels=1, decoder="pixelcnn", spatial_dims=1, **VQ)
     with pytest.raises(ValueError, match="mixtures"):
         VQVAE(in_channels=1, likelihood="categorical", mixtures=3, **VQ)
+
+
+def test_cli_trains_both_models_and_reports_bits_per_dim(tiny_images, tmp_path, capsys):
+    import json
+
+    from vqvae.cli import main
+
+    flags = ["--data", str(tiny_images), "--hidden", "16", "--res-hidden", "8", "--code-dim", "4",
+             "--max-steps", "2", "--val-every", "2", "--batch-size", "8", "--no-progress"]
+    assert main(["train", *flags, "--out", str(tmp_path / "vae"), "--model", "vae", "--likelihood", "logistic"]) == 2
+    assert "--code-dim does not apply to --model vae" in capsys.readouterr().err
+    flags[flags.index("--code-dim")] = "--latent-dim"
+    assert main(["train", *flags, "--out", str(tmp_path / "vae"), "--model", "vae", "--likelihood", "logistic"]) == 0
+    flags[flags.index("--latent-dim")] = "--code-dim"
+    assert main(["train", *flags, "--out", str(tmp_path / "vq"), "--codebook-size", "8",
+                 "--likelihood", "categorical"]) == 0
+    assert main(["train-prior", str(tmp_path / "vq"), "--arch", "transformer", "--width", "16", "--depth", "1",
+                 "--max-steps", "1", "--val-every", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    for name, extra in (("vae", []), ("vq", ["--prior", "transformer"])):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", str(tmp_path / name), "--bits-per-dim", *extra, "--json", str(out)]) == 0
+        report = json.loads(out.read_text())
+        assert report["bits_per_dim"] == pytest.approx(
+            report["reconstruction_bits_per_dim"] + report["latent_bits_per_dim"])
+        assert report["model"] == ("vae" if name == "vae" else "vqvae")
+    assert report["bits_per_dim_prior"] == pytest.approx(
+        report["reconstruction_bits_per_dim"] + report["latent_bits_per_dim_prior"])
+    assert main(["train", *flags, "--out", str(tmp_path / "mse"), "--codebook-size", "8"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "mse"), "--bits-per-dim"]) == 2
+    assert "--likelihood mse" in capsys.readouterr().err

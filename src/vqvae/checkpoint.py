@@ -18,8 +18,9 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from vqvae.autoencoder import VQVAE, VQVAEConfig
+from vqvae.autoencoder import MODELS
 from vqvae.priors import PixelCNNConfig, PixelCNNPrior, TransformerConfig, TransformerPrior
+from vqvae.speech import SpeechVQVAE, SpeechVQVAEConfig
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -207,13 +208,15 @@ def load(run: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modul
         device: where to put the model.
 
     Returns:
-        The model in eval mode: a :class:`~vqvae.VQVAE` for a tokenizer run, a
+        The model in eval mode: a :class:`~vqvae.VQVAE` or :class:`~vqvae.VAE` for an image run, a
+        :class:`~vqvae.speech.SpeechVQVAE` for a speech run, a
         :class:`~vqvae.PixelCNNPrior` or :class:`~vqvae.TransformerPrior` for a prior
         folder (``RUN/priors/NAME``).
     """
     config = read_config(run)
-    if config["kind"] == "vqvae":
-        model = VQVAE(VQVAEConfig.from_dict(config["model"]))
+    if config["kind"] in MODELS or config["kind"] == "speech":
+        model_cls, config_cls = MODELS.get(config["kind"], (SpeechVQVAE, SpeechVQVAEConfig))
+        model = model_cls(config_cls.from_dict(config["model"]))
     elif config["kind"] == "prior" and config.get("arch") in PRIORS:
         prior_cls, config_cls = PRIORS[config["arch"]]
         model = prior_cls(config_cls.from_dict(config["model"]))

@@ -18,7 +18,7 @@ import torch
 
 from vqvae.checkpoint import MODEL_FILE, load, read_config, write_bytes
 from vqvae.data import ImageData, available_splits, load_images
-from vqvae.evaluate import reconstruct_all, tokenizer_metrics
+from vqvae.evaluate import likelihood_metrics, reconstruct_all, tokenizer_metrics
 from vqvae.figures import image_grid, save_png, save_reconstruction_grid, to_uint8
 
 
@@ -52,13 +52,36 @@ def evaluate_run(
     split: str | None = None,
     batch_size: int = 256,
     device: str = "cpu",
+    *,
+    bits_per_dim: bool = False,
+    prior: str | None = None,
 ) -> dict:
-    """Tokenizer metrics (see :func:`vqvae.evaluate.tokenizer_metrics`) on a split."""
+    """Reconstruction metrics (see :func:`vqvae.evaluate.tokenizer_metrics`) on a split, and
+    with ``bits_per_dim`` the negative ELBO and its terms (:func:`vqvae.evaluate.likelihood_metrics`),
+    the latent term also under the run's prior ``prior`` when named.
+
+    A PixelCNN decoder's reconstructions are drawn pixel by pixel, so for such a run
+    with ``bits_per_dim`` only the likelihood metrics are computed.
+    """
+    from vqvae.generate import prior_folder
+
     model = load(run, device)
+    if prior is not None and not bits_per_dim:
+        raise ValueError("--prior scores the latents under a learned prior: add --bits-per-dim")
+    if bits_per_dim and not model.likelihood.discrete:
+        raise ValueError(
+            f"--bits-per-dim needs a discrete likelihood of 8-bit data, but {run} was trained with "
+            f"--likelihood {model.config.likelihood}: train with --likelihood logistic or categorical"
+        )
+    prior_model = load(prior_folder(run, prior), device) if prior is not None else None
     images = run_data(run, data, data_dir, split)
-    variance = read_config(run)["data"]["variance"]
-    metrics = tokenizer_metrics(model, images.images, variance, batch_size, device)
-    return {"run": str(run), "data": images.source, "split": images.split, **metrics}
+    config = read_config(run)
+    metrics = {"run": str(run), "model": config["kind"], "data": images.source, "split": images.split}
+    if not (bits_per_dim and model.autoregressive):
+        metrics.update(tokenizer_metrics(model, images.images, config["data"]["variance"], batch_size, device))
+    if bits_per_dim:
+        metrics.update(likelihood_metrics(model, images.images, batch_size, device, prior=prior_model))
+    return metrics
 
 
 def encode_run(

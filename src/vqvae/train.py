@@ -20,10 +20,13 @@ import torch
 from tqdm.auto import tqdm
 
 from vqvae import checkpoint as ckpt
-from vqvae.autoencoder import VQVAE, VQVAEConfig
+from vqvae.autoencoder import MODELS, VAE, VQVAE, VQVAEConfig
 from vqvae.data import ImageData, load_images
-from vqvae.evaluate import tokenizer_metrics
+from vqvae.data.audio import AudioData, is_audio, load_audio
+from vqvae.evaluate import likelihood_metrics, tokenizer_metrics
 from vqvae.figures import plot_metrics, save_reconstruction_grid
+from vqvae.quantize import codebook_perplexity
+from vqvae.speech import SpeechVQVAE, SpeechVQVAEConfig
 from vqvae.tokenizer import cached_codes
 
 METRICS_FILE = "metrics.jsonl"
@@ -112,27 +115,36 @@ def start_run(
     model_settings: dict,
     train: TrainConfig,
     *,
+    model: str = "vqvae",
     data_dir: str | None = None,
     image_size: int | None = None,
+    audio: dict | None = None,
     force: bool = False,
 ) -> Path:
-    """Create the run directory with its ``config.json``; the data decide C and the variance."""
-    run = Path(out)
-    if run.exists() and any(run.iterdir()):
-        if not force:
-            raise FileExistsError(
-                f"{run} already exists: continue it with --resume, or overwrite it with --force"
-            )
-        shutil.rmtree(run)
+    """Create the run directory with its ``config.json``; the data decide C and the variance.
+
+    ``model`` is ``"vqvae"`` or ``"vae"`` (the continuous baseline on the same networks).
+    Audio data (see :func:`vqvae.data.audio.is_audio`) start a speech run instead: a
+    :class:`~vqvae.speech.SpeechVQVAE` conditioned on the data's speakers; ``audio``
+    may set ``sample_rate`` and ``segment`` (samples per training crop).
+    """
+    if model not in MODELS:
+        raise ValueError(f"--model must be one of {sorted(MODELS)}, got {model!r}")
+    run = _fresh_run(out, force)
+    if is_audio(data, data_dir):
+        if model != "vqvae":
+            raise ValueError(f"--model {model} is for images; audio trains the speech VQ-VAE")
+        return _start_speech_run(run, data, model_settings, train, data_dir, **(audio or {}))
     train_data = load_images(data, "train", data_dir=data_dir, image_size=image_size)
     variance = train_data.pixel_variance()
-    model = VQVAEConfig(**{"in_channels": train_data.images.shape[1], "data_variance": variance,
-                           "seed": train.seed, **model_settings})
-    VQVAE(model).latent_shape(tuple(train_data.images.shape[2:]))  # fails early on bad sizes
+    model_cls, config_cls = MODELS[model]
+    settings = config_cls(**{"in_channels": train_data.images.shape[1], "data_variance": variance,
+                             "seed": train.seed, **model_settings})
+    model_cls(settings).latent_shape(tuple(train_data.images.shape[2:]))  # fails early on bad sizes
     config = {
         "format_version": ckpt.FORMAT_VERSION,
-        "kind": "vqvae",
-        "model": model.to_dict(),
+        "kind": model,
+        "model": settings.to_dict(),
         "data": {
             "spec": data,
             "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
@@ -172,14 +184,20 @@ def train_tokenizer(
     device = resolve_device(train.device)
 
     torch.manual_seed(train.seed)
-    model = VQVAE(VQVAEConfig.from_dict(config["model"]))
+    model_cls, config_cls = TOKENIZERS[config["kind"]]
+    model = model_cls(config_cls.from_dict(config["model"]))
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
     state = _LoopState(run, model, optimizer, train, device)
     if resume:
         state.restore()
-    if device.type == "cpu" and model.config.spatial_dims == 2:
+    if device.type == "cpu" and getattr(model.config, "spatial_dims", 1) == 2:
         model.to(memory_format=torch.channels_last)  # 2-4x faster convolutions on CPUs
 
+    if config["kind"] == "speech":
+        load = {"data_dir": data["data_dir"], "sample_rate": data["sample_rate"]}
+        task = _SpeechTask(state, load_audio(data["spec"], "train", **load),
+                           load_audio(data["spec"], "val", **load), data)
+        return run_loop(state, task, time_budget, progress)
     load = {"data_dir": data["data_dir"], "image_size": data["image_size"]}
     task = _TokenizerTask(
         state,
@@ -288,11 +306,15 @@ def _validate(s: _LoopState, task) -> dict:
 
 
 class _TokenizerTask:
+    """Training a VQ-VAE or the VAE baseline on images."""
+
     name = "train"
-    panels = [("reconstruction_loss", "Reconstruction loss"), ("perplexity", "Codebook perplexity")]
 
     def __init__(self, state: _LoopState, train_data: ImageData, val_data: ImageData, variance: float):
         self.s, self.train_data, self.val_data, self.variance = state, train_data, val_data, variance
+        self.vae = isinstance(state.model, VAE)
+        second = ("kl", "KL (nats per image)") if self.vae else ("perplexity", "Codebook perplexity")
+        self.panels = [("reconstruction_loss", "Reconstruction loss"), second]
         self.batches = _BatchOrder(len(train_data), state.train.batch_size, state.train.seed)
 
     def train_step(self, step: int):
@@ -305,31 +327,39 @@ class _TokenizerTask:
         return out, x.shape[0]
 
     def log_record(self, out, images_per_s: float) -> dict:
-        usage = self.s.model.quantizer.codebook_usage(reset=True)
-        return {
-            "loss": out.loss.item(),
-            "reconstruction_loss": out.reconstruction_loss.item(),
-            "commitment_loss": out.commitment_loss.item(),
-            "perplexity": usage.perplexity,
-            "codes_used": usage.codes_used,
-            "dead_codes": usage.dead_codes,
-            "images_per_s": images_per_s,
-        }
+        record = {"loss": out.loss.item(), "reconstruction_loss": out.reconstruction_loss.item()}
+        if self.vae:
+            record["kl"] = out.kl.item()
+        else:
+            usage = self.s.model.quantizer.codebook_usage(reset=True)
+            record.update(commitment_loss=out.commitment_loss.item(), perplexity=usage.perplexity,
+                          codes_used=usage.codes_used, dead_codes=usage.dead_codes)
+        return {**record, "images_per_s": images_per_s}
 
     def postfix(self, record: dict) -> dict:
+        if self.vae:
+            return {"loss": f"{record['loss']:.4f}", "kl": f"{record['kl']:.1f}"}
         return {"loss": f"{record['loss']:.4f}", "ppl": f"{record['perplexity']:.0f}",
                 "used": record["codes_used"]}
 
     def validate(self, step: int) -> dict:
-        model, run = self.s.model, self.s.run
+        """Reconstruction metrics and a grid (not for a PixelCNN decoder, whose reconstructions
+        are drawn pixel by pixel), and bits/dim for a discrete likelihood."""
+        model, run, device = self.s.model, self.s.run, self.s.device
         images = self.val_data.images[: self.s.train.val_images]
-        metrics = tokenizer_metrics(model, images, self.variance, device=self.s.device)
-        recon_loss = metrics["nmse"] if model.config.likelihood == "mse" else None
-        sample = images[:32].float().div(255)
-        recon = model.reconstruct(_to_input(images[:32], self.s.device)).cpu()
-        save_reconstruction_grid(sample, recon, run / "reconstructions" / f"step_{step:07d}.png")
-        save_reconstruction_grid(sample, recon, run / "reconstructions.png")
-        return {"reconstruction_loss": recon_loss, **metrics}
+        metrics: dict = {}
+        if not model.autoregressive:
+            metrics.update(tokenizer_metrics(model, images, self.variance, device=device))
+            sample = images[:32].float().div(255)
+            recon = model.reconstruct(_to_input(images[:32], device)).cpu()
+            save_reconstruction_grid(sample, recon, run / "reconstructions" / f"step_{step:07d}.png")
+            save_reconstruction_grid(sample, recon, run / "reconstructions.png")
+        if model.likelihood.discrete:
+            metrics.update(likelihood_metrics(model, images, device=device, seed=step))
+            metrics["reconstruction_loss"] = metrics["reconstruction_bits_per_dim"] * math.log(2)
+        else:
+            metrics["reconstruction_loss"] = metrics["nmse"] if model.config.likelihood == "mse" else None
+        return metrics
 
 
 def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -337,6 +367,121 @@ def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cpu" and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+# ------------------------------------------------------------------- speech
+
+TOKENIZERS = {**MODELS, "speech": (SpeechVQVAE, SpeechVQVAEConfig)}
+SPEECH_TRAIN = {"batch_size": 32, "lr": 4e-4, "val_every": 500, "val_images": 300, "checkpoint_every": 500}
+SPEECH_SEGMENT_SECONDS = 0.5  # training crops; FSDD clips are 0.1-2.3 s, most under 0.6 s
+
+
+def _start_speech_run(run: Path, data: str, model_settings: dict, train: TrainConfig,
+                      data_dir: str | None, sample_rate: int | None = None,
+                      segment: int | None = None) -> Path:
+    train_data = load_audio(data, "train", data_dir=data_dir, sample_rate=sample_rate)
+    rate = train_data.sample_rate
+    model = SpeechVQVAEConfig(**{"sample_rate": rate, "num_speakers": len(train_data.speaker_names),
+                                 "seed": train.seed, **model_settings})
+    hop = model.hop
+    segment = segment or max(hop, round(SPEECH_SEGMENT_SECONDS * rate / hop) * hop)
+    if segment < hop or segment % hop:
+        raise ValueError(f"--segment must be a positive multiple of {hop} samples (one code per {hop}), got {segment}")
+    config = {
+        "format_version": ckpt.FORMAT_VERSION,
+        "kind": "speech",
+        "model": model.to_dict(),
+        "data": {
+            "spec": data,
+            "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+            "sample_rate": rate,
+            "segment": segment,
+            "train_clips": len(train_data),
+            "classes": list(train_data.classes),
+            "speakers": list(train_data.speaker_names),
+        },
+        "train": dataclasses.asdict(train),
+    }
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt.write_json(run / ckpt.CONFIG_FILE, config)
+    return run
+
+
+def speaker_indices(data: AudioData, speakers: list[str]) -> torch.Tensor | None:
+    """Speakers of ``data`` as indices into the run's speaker list (None without speakers)."""
+    if not speakers:
+        return None
+    if data.speakers is None:
+        raise ValueError(f"{data.source} has no speakers but the run was trained on {speakers}")
+    position = {name: i for i, name in enumerate(speakers)}
+    unknown = sorted(set(data.speaker_names) - set(position))
+    if unknown:
+        raise ValueError(f"{data.source} has speakers {unknown} the run does not know (it knows {speakers})")
+    mapping = torch.tensor([position[name] for name in data.speaker_names])
+    return mapping[data.speakers]
+
+
+class _SpeechTask:
+    """Training the speech VQ-VAE on random crops of the clips, speaker-conditioned."""
+
+    name = "train"
+    panels = [("reconstruction_loss", "Multi-resolution STFT + waveform loss"),
+              ("perplexity", "Codebook perplexity")]
+
+    def __init__(self, state: _LoopState, train_data: AudioData, val_data: AudioData, data: dict):
+        self.s, self.train_data, self.val_data = state, train_data, val_data
+        self.segment, self.rate = data["segment"], data["sample_rate"]
+        self.train_speakers = speaker_indices(train_data, data["speakers"])
+        self.val_speakers = speaker_indices(val_data, data["speakers"])
+        self.batches = _BatchOrder(len(train_data), state.train.batch_size, state.train.seed)
+
+    def train_step(self, step: int):
+        idx = self.batches.indices(step)
+        crops = torch.Generator().manual_seed(self.s.train.seed * 7_919 + step)  # a function of the step
+        x = self.train_data.crops(idx, self.segment, crops).to(self.s.device)  # (B, 1, T)
+        speakers = None if self.train_speakers is None else self.train_speakers[idx].to(self.s.device)
+        with autocast_for(self.s.train.precision, self.s.device):
+            out = self.s.model(x, speakers)
+        self.s.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.s.optimizer.step()
+        return out, x.shape[0] * self.segment / self.rate
+
+    def log_record(self, out, seconds_per_s: float) -> dict:
+        usage = self.s.model.quantizer.codebook_usage(reset=True)
+        return {
+            "loss": out.loss.item(),
+            "reconstruction_loss": out.reconstruction_loss.item(),
+            "stft_loss": out.stft_loss.item(),
+            "waveform_loss": out.waveform_loss.item(),
+            "commitment_loss": out.commitment_loss.item(),
+            "perplexity": usage.perplexity,
+            "codes_used": usage.codes_used,
+            "dead_codes": usage.dead_codes,
+            "audio_seconds_per_s": seconds_per_s,
+        }
+
+    def postfix(self, record: dict) -> dict:
+        return {"loss": f"{record['loss']:.3f}", "ppl": f"{record['perplexity']:.0f}"}
+
+    @torch.no_grad()
+    def validate(self, step: int) -> dict:
+        """Losses on fixed crops of the first ``val_images`` held-out clips."""
+        n = min(len(self.val_data), self.s.train.val_images)
+        crops = torch.Generator().manual_seed(0)
+        totals = {"reconstruction_loss": 0.0, "stft_loss": 0.0, "waveform_loss": 0.0}
+        codes = []
+        for start in range(0, n, 64):
+            idx = torch.arange(start, min(n, start + 64))
+            x = self.val_data.crops(idx, self.segment, crops).to(self.s.device)
+            speakers = None if self.val_speakers is None else self.val_speakers[idx].to(self.s.device)
+            out = self.s.model(x, speakers)
+            for key in totals:
+                totals[key] += float(getattr(out, key)) * len(idx)
+            codes.append(out.indices.flatten())
+        counts = torch.bincount(torch.cat(codes).cpu(), minlength=self.s.model.config.codebook_size)
+        return {**{k: v / n for k, v in totals.items()}, "clips": n,
+                "perplexity": codebook_perplexity(counts), "codes_used": int((counts > 0).sum())}
 
 
 # ------------------------------------------------------------------- priors
@@ -356,18 +501,22 @@ def start_prior_run(
     train: TrainConfig = PRIOR_TRAIN,
     data: str | None = None,
     data_dir: str | None = None,
+    window: float | None = None,
     force: bool = False,
 ) -> Path:
     """Create ``RUN/priors/NAME/`` with its ``config.json`` for a prior over the run's codes.
 
-    The latent grid, K and the number of classes come from the tokenizer run.
+    The latent grid, K and the number of classes come from the tokenizer run; for a
+    speech run the prior models windows of ``window`` seconds of codes (default 1 s).
     """
     if arch not in PRIORS:
         raise ValueError(f"--arch must be one of {sorted(PRIORS)}, got {arch!r}")
     run = Path(run)
+    if window is not None and not window > 0:
+        raise ValueError(f"--window must be a positive number of seconds, got {window}")
     tokenizer = ckpt.read_config(run)
-    if tokenizer["kind"] != "vqvae":
-        raise ValueError(f"{run} is not a tokenizer run (kind {tokenizer['kind']!r})")
+    if tokenizer["kind"] not in ("vqvae", "speech"):
+        raise ValueError(f"{run} is not a tokenizer run (kind {tokenizer['kind']!r}): priors model VQ-VAE codes")
     if not (run / ckpt.MODEL_FILE).exists():
         raise FileNotFoundError(f"{run} has no trained tokenizer yet ({ckpt.MODEL_FILE} missing)")
     folder = run / "priors" / (name or arch)
@@ -375,13 +524,19 @@ def start_prior_run(
         if not force:
             raise FileExistsError(f"{folder} already exists: continue it with --resume, or overwrite it with --force")
         shutil.rmtree(folder)
-    shape = tokenizer["data"]["shape"][1:]
-    tokenizer_model = VQVAE(VQVAEConfig.from_dict(tokenizer["model"]))
     classes = tokenizer["data"]["classes"]
+    if tokenizer["kind"] == "speech":  # a window of `window` seconds of codes
+        model = SpeechVQVAEConfig.from_dict(tokenizer["model"])
+        latent_shape = (max(1, round((window or 1.0) * model.sample_rate / model.hop)),)
+    else:
+        if window is not None:
+            raise ValueError("--window applies to speech runs only")
+        shape = tokenizer["data"]["shape"][1:]
+        latent_shape = VQVAE(VQVAEConfig.from_dict(tokenizer["model"])).latent_shape(tuple(shape))
     settings = {**PRIOR_MODEL[arch], **(model_settings or {})}
     prior = PRIORS[arch][1](
         codebook_size=tokenizer["model"]["codebook_size"],
-        latent_shape=tokenizer_model.latent_shape(tuple(shape)),
+        latent_shape=latent_shape,
         num_classes=len(classes) if classes else None,
         **settings,
     )
@@ -416,7 +571,13 @@ def train_prior(
     device = resolve_device(train.device)
     run = folder.parent.parent
     data = config["data"]
-    codes = {split: cached_codes(run, split, data["spec"], data["data_dir"]) for split in ("train", "val")}
+    if ckpt.read_config(run)["kind"] == "speech":
+        from vqvae.speech_run import code_windows
+
+        window = config["model"]["latent_shape"][0]
+        codes = {split: code_windows(run, split, window, data["spec"], data["data_dir"]) for split in ("train", "val")}
+    else:
+        codes = {split: cached_codes(run, split, data["spec"], data["data_dir"]) for split in ("train", "val")}
 
     torch.manual_seed(train.seed)
     prior_cls, config_cls = PRIORS[config["arch"]]
@@ -471,6 +632,17 @@ class _PriorTask:
 
 
 # ------------------------------------------------------------------- helpers
+
+
+def _fresh_run(out: str | Path, force: bool) -> Path:
+    run = Path(out)
+    if run.exists() and any(run.iterdir()):
+        if not force:
+            raise FileExistsError(
+                f"{run} already exists: continue it with --resume, or overwrite it with --force"
+            )
+        shutil.rmtree(run)
+    return run
 
 
 def _read_config(run: Path, max_steps: int | None) -> tuple[dict, TrainConfig]:
