@@ -7,8 +7,8 @@ import tarfile
 import numpy as np
 import pytest
 import soundfile
-from conftest import shared_data
 
+from conftest import shared_data
 from vqvae.cli import main
 from vqvae.data.audio import read_wav
 
