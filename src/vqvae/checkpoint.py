@@ -226,3 +226,84 @@ def load(run: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modul
         )
     load_weights(model, run)
     return model.to(device).eval()
+
+
+# ------------------------------------------------------------------ judges
+
+# Classifiers that judge a run (images, digits, speakers) live in folders of their own:
+# config.json {format_version, kind, model, training, val_accuracy} + model.safetensors.
+
+
+def save_judge(folder: str | os.PathLike, kind: str, model: nn.Module, val_accuracy: float | None) -> None:
+    """Write a classifier's ``config.json`` (``model.config``, ``model.train_settings``) and weights."""
+    folder = Path(folder)
+    existing = folder / CONFIG_FILE
+    if existing.is_file():
+        config = read_json(existing)
+        found = config.get("kind") if isinstance(config, dict) else None
+        if found != kind:
+            raise CheckpointError(
+                f"{existing} belongs to a {found!r}, not {_article(kind)}: save the classifier in a "
+                f"folder of its own, e.g. {folder / kind}"
+            )
+    save_tensors(folder / MODEL_FILE, model.state_dict(), {"format": f"vqvae-{kind}"})
+    write_json(existing, {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "model": model.config,
+        "training": model.train_settings,
+        "val_accuracy": val_accuracy,
+    })
+
+
+def read_judge_config(folder: str | os.PathLike, kind: str) -> dict:
+    """``config.json`` of a classifier folder, checked for kind and format version."""
+    folder = Path(folder)
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {folder} holds no saved {kind.replace('-', ' ')}")
+    config = read_json(path)
+    if not isinstance(config, dict) or config.get("kind") != kind:
+        found = config.get("kind") if isinstance(config, dict) else None
+        raise CheckpointError(f"{path} describes a {found!r}, not {_article(kind)}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format_version {config.get('format_version')!r}; this vqvae reads "
+            f"version {FORMAT_VERSION}: delete {folder} to retrain the classifier"
+        )
+    return config
+
+
+def load_judge(folder: str | os.PathLike, kind: str, build: Callable[..., nn.Module],
+               device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a classifier saved by :func:`save_judge` with ``build(**config["model"])``."""
+    folder = Path(folder)
+    config = read_judge_config(folder, kind)
+    try:
+        model = build(**config["model"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE} has an invalid model config ({exc}): delete {folder} to "
+            f"retrain the classifier"
+        ) from exc
+    model.train_settings = dict(config.get("training") or {})
+    if not (folder / MODEL_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder / MODEL_FILE} does not exist: the classifier in {folder} is incomplete; "
+            f"delete the folder to retrain it"
+        )
+    tensors, _ = load_tensors(folder / MODEL_FILE)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{folder / MODEL_FILE} does not fit {folder / CONFIG_FILE} ({exc}): delete "
+            f"{folder} to retrain the classifier"
+        ) from exc
+    return model.to(device).eval()
+
+
+def _article(kind: str) -> str:
+    """``"audio-classifier"`` → ``"an audio classifier"``."""
+    words = kind.replace("-", " ")
+    return ("an " if words[0] in "aeiou" else "a ") + words

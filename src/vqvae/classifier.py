@@ -27,13 +27,9 @@ from torch import Tensor, nn
 
 from vqvae.checkpoint import (
     CONFIG_FILE,
-    FORMAT_VERSION,
-    MODEL_FILE,
-    CheckpointError,
-    load_tensors,
-    read_json,
-    save_tensors,
-    write_json,
+    load_judge,
+    read_judge_config,
+    save_judge,
 )
 
 __all__ = [
@@ -404,69 +400,12 @@ def save_classifier(
     Give the classifier a folder of its own (e.g. ``RUN/classifier``): a tokenizer run
     directory's ``config.json`` is the tokenizer's.
     """
-    folder = Path(folder)
-    existing = folder / CONFIG_FILE
-    if existing.is_file() and _kind(existing) != KIND:
-        raise CheckpointError(
-            f"{existing} belongs to a {_kind(existing)!r}, not a classifier: save the "
-            f"classifier in a folder of its own, e.g. {folder / KIND}"
-        )
-    save_tensors(folder / MODEL_FILE, model.state_dict(), {"format": "vqvae-classifier"})
-    write_json(existing, {
-        "format_version": FORMAT_VERSION,
-        "kind": KIND,
-        "model": model.config,
-        "training": model.train_settings,
-        "val_accuracy": val_accuracy,
-    })
-
-
-def _kind(path: Path) -> str | None:
-    config = read_json(path)
-    return config.get("kind") if isinstance(config, dict) else None
-
-
-def _read_config(folder: Path) -> dict:
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: {folder} holds no saved classifier"
-        )
-    config = read_json(path)
-    if not isinstance(config, dict) or config.get("kind") != KIND:
-        kind = config.get("kind") if isinstance(config, dict) else None
-        raise CheckpointError(f"{path} describes a {kind!r}, not a classifier")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format_version {config.get('format_version')!r}; this vqvae reads "
-            f"version {FORMAT_VERSION}: delete {folder} to retrain the classifier"
-        )
-    return config
+    save_judge(folder, KIND, model, val_accuracy)
 
 
 def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu") -> ImageClassifier:
     """Rebuild a classifier saved by :func:`save_classifier`, in eval mode on ``device``."""
-    folder = Path(folder)
-    config = _read_config(folder)
-    try:
-        model = ImageClassifier(**config["model"])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{folder / CONFIG_FILE} has an invalid model config ({exc})") from exc
-    model.train_settings = dict(config.get("training") or {})
-    if not (folder / MODEL_FILE).is_file():
-        raise FileNotFoundError(
-            f"{folder / MODEL_FILE} does not exist: the classifier in {folder} is "
-            f"incomplete; delete the folder to retrain it"
-        )
-    tensors, _ = load_tensors(folder / MODEL_FILE)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{folder / MODEL_FILE} does not fit {folder / CONFIG_FILE} ({exc}): delete "
-            f"{folder} to retrain the classifier"
-        ) from exc
-    return model.to(device).eval()
+    return load_judge(folder, KIND, ImageClassifier, device)
 
 
 def cached_classifier(
@@ -506,7 +445,7 @@ def cached_classifier(
     device = train_kwargs.get("device", "cpu")
 
     if (folder / CONFIG_FILE).is_file():
-        config = _read_config(folder)
+        config = read_judge_config(folder, KIND)
         saved = config.get("model") or {}
         fits = all(saved.get(k) == v for k, v in wanted.items()) and (
             (config.get("training") or {}).get("data_sha256")

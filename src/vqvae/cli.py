@@ -19,10 +19,10 @@ class CLIError(Exception):
 
 # Model flags of `vqvae train`: flag → (VQVAEConfig field, type, help).
 MODEL_FLAGS = {
-    "--hidden": ("hidden", int, "encoder/decoder width (default 256)"),
-    "--res-hidden": ("res_hidden", int, "width inside residual blocks (default 256)"),
-    "--residual-blocks": ("residual_blocks", int, "residual blocks (default 2)"),
-    "--downsamples": ("downsamples", int, "stride-2 convolutions: 2 gives 32x32 -> 8x8 (default 2)"),
+    "--hidden": ("hidden", int, "encoder/decoder width (default 256; audio: encoder 128)"),
+    "--res-hidden": ("res_hidden", int, "width inside residual blocks (default 256; audio 128)"),
+    "--residual-blocks": ("residual_blocks", int, "residual blocks (default 2; audio 1)"),
+    "--downsamples": ("downsamples", int, "stride-2 convolutions: 2 gives 32x32 -> 8x8 (default 2; audio 6, one code per 64 samples)"),
     "--codebook-size": ("codebook_size", int, "K, number of codes (default 512)"),
     "--code-dim": ("code_dim", int, "D, code dimension (default 64)"),
     "--quantizer": ("quantizer", str, "ema (appendix A.1, default) or grad"),
@@ -35,7 +35,7 @@ MODEL_FLAGS = {
     "--latent-dim": ("latent_dim", int, "VAE only: Gaussian latent channels per position (default 64)"),
     "--decoder": ("decoder", str, "conv (default) or pixelcnn: autoregressive over pixels, "
                   "conditioned on the latents"),
-    "--decoder-width": ("decoder_width", int, "PixelCNN decoder channels (default 64)"),
+    "--decoder-width": ("decoder_width", int, "PixelCNN decoder channels (default 64); audio: decoder channels at the code rate (default 256)"),
     "--decoder-depth": ("decoder_depth", int, "PixelCNN decoder gated layers (default 8)"),
     "--speaker-dim": ("speaker_dim", int, "audio only: size of the learned speaker embedding (default 64)"),
 }
@@ -76,12 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_flags(p: argparse.ArgumentParser, required: bool) -> None:
-    from vqvae.data import image_datasets
+    from vqvae.data import audio_datasets, image_datasets
 
-    names = ", ".join(f"{name} ({desc})" for name, desc in image_datasets().items())
+    registered = {**image_datasets(), **audio_datasets()}
+    names = ", ".join(f"{name} ({desc})" for name, desc in registered.items())
     p.add_argument("--data", required=required, metavar="SPEC",
-                   help=f"a registered data set or a path to an image folder or a tar of one. "
-                        f"Registered: {names}")
+                   help=f"a registered data set, or a path to a folder (or tar) of images or of WAV "
+                        f"files (audio trains the speech model). Registered: {names}")
     p.add_argument("--data-dir", metavar="DIR", help="where the data set's files are")
 
 
