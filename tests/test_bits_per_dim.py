@@ -144,3 +144,12 @@ def test_cli_trains_both_models_and_reports_bits_per_dim(tiny_images, tmp_path, 
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "mse"), "--bits-per-dim"]) == 2
     assert "--likelihood mse" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mixtures", [1, 3])
+def test_fresh_logistic_decoder_starts_below_the_uniform_code_length(mixtures):
+    torch.manual_seed(0)
+    model = VQVAE(in_channels=3, likelihood="logistic", mixtures=mixtures, **VQ).eval()
+    g = torch.Generator().manual_seed(0)
+    x = (0.5 + 0.2 * torch.randn(4, 3, 8, 8, generator=g)).clamp(0, 1).mul(255).round().div(255)
+    assert model(x).reconstruction_loss < 8 * math.log(2)  # a zero bias (s = 1) costs ~6.9 nats

@@ -171,6 +171,9 @@ class _Autoencoder(nn.Module):
         if c.decoder == "pixelcnn":
             self.pixelcnn = PixelCNNDecoder(c.in_channels, c.decoder_width, self.likelihood.params_per_channel,
                                             width=c.decoder_width, depth=c.decoder_depth)
+        output = self.decoder.net[-1] if self.pixelcnn is None else self.pixelcnn.head[-1]
+        with torch.no_grad():
+            output.bias.copy_(self.likelihood.initial_bias().repeat(c.in_channels))
 
     @property
     def autoregressive(self) -> bool:

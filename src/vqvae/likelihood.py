@@ -64,6 +64,9 @@ MIN_LOG_SCALE = math.log(1 / (LEVELS - 1)) - 4.0
 # Below this bin width d (in scale units) log(1 - e^-d) is taken as log d - d/2, whose
 # error d²/24 < 1e-9 there, and which stays finite when d itself underflows.
 _NARROW_BIN = 1e-4
+# s = e^-2 ≈ 0.14: a logistic of standard deviation s·π/√3 ≈ 0.25, the spread of natural
+# pixel values in [0, 1].
+INITIAL_LOG_SCALE = -2.0
 # exp() of the log-scale is capped here when sampling so that s · logit(u) stays finite
 # in fp32; at s = e^80 the draw is at ±inf on the pixel scale either way.
 _MAX_SAMPLING_LOG_SCALE = 80.0
@@ -89,6 +92,11 @@ class Likelihood(ABC):
     @abstractmethod
     def params_per_channel(self) -> int:
         """P, decoder output channels per data channel."""
+
+    def initial_bias(self) -> Tensor:
+        """Bias ``(P,)`` of the decoder's output layer, per data channel, for a fresh decoder:
+        zeros (mid-grey means, equal logits) unless a likelihood needs a better start."""
+        return torch.zeros(self.params_per_channel)
 
     def loss(self, params: Tensor, x: Tensor) -> Tensor:
         """Training loss: the mean over all elements of the per-element NLL in nats.
@@ -276,6 +284,14 @@ class LogisticLikelihood(Likelihood):
     @property
     def params_per_channel(self) -> int:
         return 2 if self.mixtures == 1 else 3 * self.mixtures
+
+    def initial_bias(self) -> Tensor:
+        """Log-scales start at :data:`INITIAL_LOG_SCALE`: with a zero bias (s = 1) the logistic
+        spreads its mass far beyond [0, 1], costing more than the uniform 8 bits, and the
+        gradient reaching the means, which scales with 1/s, is small."""
+        bias = torch.zeros(self.params_per_channel)
+        bias[1 if self.mixtures == 1 else 2 * self.mixtures :] = INITIAL_LOG_SCALE
+        return bias
 
     def nll(self, params: Tensor, x: Tensor) -> Tensor:
         logit_weights, means, log_scales = self._components(self._split(params, x))
