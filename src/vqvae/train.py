@@ -372,7 +372,7 @@ def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 # ------------------------------------------------------------------- speech
 
 TOKENIZERS = {**MODELS, "speech": (SpeechVQVAE, SpeechVQVAEConfig)}
-SPEECH_TRAIN = {"batch_size": 32, "lr": 4e-4, "val_every": 500, "val_images": 300, "checkpoint_every": 500}
+SPEECH_TRAIN = {"batch_size": 32, "lr": 1e-3, "val_every": 500, "val_images": 300, "checkpoint_every": 500}
 SPEECH_SEGMENT_SECONDS = 0.5  # training crops; FSDD clips are 0.1-2.3 s, most under 0.6 s
 
 
