@@ -230,15 +230,9 @@ def code_windows(run: str | os.PathLike, split: str, window: int, data: str | No
     Returns:
         ``(codes (N, window) int64, labels (N,) or None)``.
     """
-    import hashlib
+    from vqvae.tokenizer import codes_cache_path, load_codes, save_codes
 
-    from vqvae.checkpoint import MODEL_FILE
-    from vqvae.tokenizer import load_codes, save_codes
-
-    run = Path(run)
-    weights = hashlib.sha256((run / MODEL_FILE).read_bytes()).hexdigest()[:16]
-    key = hashlib.sha256(repr((data, data_dir, split, window)).encode()).hexdigest()[:8]
-    path = run / "codes" / f"audio-{split}-{key}-{weights}.npz"
+    path = codes_cache_path(run, f"audio-{split}", (data, data_dir, split, window))
     if path.exists():
         codes, labels = load_codes(path)
     else:

@@ -173,6 +173,15 @@ def reconstruction_grid(
     return Path(out)
 
 
+def codes_cache_path(run: str | os.PathLike, name: str, key: tuple) -> Path:
+    """``RUN/codes/NAME-KEY-WEIGHTS.npz``: codes cached for the data named by ``key``, tied to
+    the tokenizer's current weights, so retraining it invalidates them."""
+    run = Path(run)
+    weights = hashlib.sha256((run / MODEL_FILE).read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:8]
+    return run / "codes" / f"{name}-{digest}-{weights}.npz"
+
+
 def cached_codes(
     run: str | os.PathLike,
     split: str,
@@ -188,12 +197,8 @@ def cached_codes(
     Returns:
         ``(codes (N, *S') int64, labels (N,) int64 or None)``.
     """
-    run = Path(run)
-    weights = hashlib.sha256((run / MODEL_FILE).read_bytes()).hexdigest()[:16]
     config = read_config(run)
-    recorded = config["data"]
-    key = hashlib.sha256(repr((data or recorded["spec"], data_dir, split)).encode()).hexdigest()[:8]
-    path = run / "codes" / f"{split}-{key}-{weights}.npz"
+    path = codes_cache_path(run, split, (data or config["data"]["spec"], data_dir, split))
     if path.exists():
         codes, labels = load_codes(path)
     else:
