@@ -420,3 +420,23 @@ def test_tied_weights_share_the_code_embedding():
         model.loss(zeros).backward()
         rows_with_grad = model.code_embedding.weight.grad.abs().sum(1) > 0  # (K,)
         assert bool(rows_with_grad.all()) is every_row  # tied: the head reaches every row
+
+
+def test_label_bias_reaches_every_position_and_old_configs_load_without_it():
+    biased, plain = transformer(num_classes=3), transformer(num_classes=3, label_bias=False)
+    assert biased.label_bias is not None and plain.label_bias is None
+    assert "label_bias.weight" not in plain.state_dict()
+    # With the start token fixed, the label still moves the logits of later positions.
+    codes = random_codes(2, (4, 5))
+    model = sharpened(biased)
+    with torch.no_grad():
+        model.start.weight.zero_()
+    delta = (model(codes, 1) - model(codes, 2)).abs().flatten(2).amax(dim=(0, 1))  # (T,)
+    assert (delta > 1e-3).all()
+    # A config saved before label_bias existed describes a model trained without it.
+    saved = plain.config.to_dict()
+    del saved["label_bias"]
+    assert TransformerConfig.from_dict(saved).label_bias is False
+    assert TransformerConfig.from_dict(biased.config.to_dict()).label_bias is True
+    with pytest.raises(TypeError, match="label_bias"):
+        TransformerConfig(K, (4, 5), label_bias=1)

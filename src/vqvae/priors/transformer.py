@@ -49,6 +49,9 @@ class TransformerConfig:
         num_classes: classes for the start token; None: unconditional (learned BOS).
         dropout: dropout on embeddings, attention weights and residual branches (training only).
         tie_weights: the output head reuses the code embedding matrix (Press & Wolf 2017).
+        label_bias: a conditional prior also adds a learned embedding of the label to the
+            input at every position, besides the start token, so that each position sees
+            the class directly instead of having to find it by attention.
     """
 
     codebook_size: int
@@ -59,6 +62,7 @@ class TransformerConfig:
     num_classes: int | None = None
     dropout: float = 0.0
     tie_weights: bool = False
+    label_bias: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.latent_shape, (str, bytes)) or not isinstance(
@@ -88,8 +92,9 @@ class TransformerConfig:
             )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if not isinstance(self.tie_weights, bool):
-            raise TypeError(f"tie_weights must be True or False, got {self.tie_weights!r}")
+        for name in ("tie_weights", "label_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     @property
     def num_positions(self) -> int:
@@ -106,7 +111,8 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TransformerConfig:
-        return cls(**known_settings(cls, values))
+        # Configs written before label_bias existed were trained without it.
+        return cls(**{"label_bias": False, **known_settings(cls, values)})
 
 
 class KVCache:
@@ -243,6 +249,7 @@ class TransformerPrior(nn.Module):
         self.code_embedding = nn.Embedding(c.codebook_size, c.width)
         self.start = nn.Embedding(c.num_classes or 1, c.width)  # label tokens, or one BOS
         self.positions = AxisPositions(c.latent_shape, c.width)
+        self.label_bias = nn.Embedding(c.num_classes, c.width) if c.num_classes and c.label_bias else None
         self.embedding_dropout = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c.width, c.num_heads, c.dropout) for _ in range(c.depth))
         self.final_norm = nn.LayerNorm(c.width)
@@ -275,10 +282,11 @@ class TransformerPrior(nn.Module):
         c = self.config
         codes = check_codes(codes, c.codebook_size, c.latent_shape)
         B = codes.shape[0]
-        start = self._start(resolve_labels(label, B, c.num_classes, codes.device), B)  # (B, 1, C)
+        labels = resolve_labels(label, B, c.num_classes, codes.device)
+        start = self._start(labels, B)  # (B, 1, C)
         previous = self.code_embedding(codes.flatten(1)[:, :-1])  # (B, T-1, C)
         x = torch.cat([start, previous], dim=1) + self.positions()  # (B, T, C)
-        x = self.embedding_dropout(x)
+        x = self.embedding_dropout(x + self._label_bias(labels))
         for block in self.blocks:
             x = block(x)
         logits = self._head(x)  # (B, T, K)
@@ -328,7 +336,9 @@ class TransformerPrior(nn.Module):
         device = self.code_embedding.weight.device
         check_sample_request(n, generator, device)
         check_filter(temperature, top_k, top_p)
-        start = self._start(resolve_labels(label, n, c.num_classes, device), n)  # (n, 1, C)
+        labels = resolve_labels(label, n, c.num_classes, device)
+        start = self._start(labels, n)  # (n, 1, C)
+        bias = self._label_bias(labels)  # (n, 1, C) or 0
 
         def pick(logits: Tensor) -> Tensor:  # (B, K) -> (B,)
             return draw(filter_logits(logits, temperature, top_k, top_p), generator)
@@ -337,7 +347,7 @@ class TransformerPrior(nn.Module):
         self.eval()
         try:
             run = self._sample_cached if use_cache else self._sample_uncached
-            codes = run(start, pick)
+            codes = run(start, bias, pick)
         finally:
             self.train(was_training)
         return codes.view(n, *c.latent_shape)
@@ -350,34 +360,40 @@ class TransformerPrior(nn.Module):
             return self.start.weight[None].expand(batch, 1, -1)
         return self.start(labels)[:, None]
 
+    def _label_bias(self, labels: Tensor | None) -> Tensor | float:
+        """The label's embedding ``(B, 1, C)`` added at every position, or 0."""
+        if self.label_bias is None or labels is None:
+            return 0.0
+        return self.label_bias(labels)[:, None]
+
     def _head(self, x: Tensor) -> Tensor:
         """Logits ``(..., K)`` of features ``(..., C)``."""
         weight = self.code_embedding.weight if self.head is None else self.head.weight
         return F.linear(self.final_norm(x), weight, self.head_bias)
 
-    def _sample_cached(self, start: Tensor, pick) -> Tensor:
+    def _sample_cached(self, start: Tensor, bias: Tensor | float, pick) -> Tensor:
         c = self.config
         B, T = start.shape[0], c.num_positions
         head_dim = c.width // c.num_heads
         cache = KVCache(c.depth, B, c.num_heads, T, head_dim, start.device, start.dtype)
         positions = self.positions()[:, None]  # (T, 1, C)
         codes = torch.empty(B, T, dtype=torch.long, device=start.device)
-        x = start + positions[0]  # (B, 1, C)
+        x = start + positions[0] + bias  # (B, 1, C)
         for t in range(T):
             for block, keys, values in zip(self.blocks, cache.keys, cache.values, strict=True):
                 x = block.step(x, keys, values, t)
             codes[:, t] = code = pick(self._head(x[:, 0]))  # (B, K) -> (B,)
             if t + 1 < T:
-                x = self.code_embedding(code)[:, None] + positions[t + 1]  # (B, 1, C)
+                x = self.code_embedding(code)[:, None] + positions[t + 1] + bias  # (B, 1, C)
         return codes
 
-    def _sample_uncached(self, start: Tensor, pick) -> Tensor:
+    def _sample_uncached(self, start: Tensor, bias: Tensor | float, pick) -> Tensor:
         B, T = start.shape[0], self.config.num_positions
         positions = self.positions()  # (T, C)
         codes = torch.empty(B, T, dtype=torch.long, device=start.device)
         for t in range(T):
             previous = self.code_embedding(codes[:, :t])  # (B, t, C)
-            x = torch.cat([start, previous], dim=1) + positions[: t + 1]  # (B, t+1, C)
+            x = torch.cat([start, previous], dim=1) + positions[: t + 1] + bias  # (B, t+1, C)
             for block in self.blocks:
                 x = block(x)
             codes[:, t] = pick(self._head(x[:, -1]))  # (B, K) -> (B,)
