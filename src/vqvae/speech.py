@@ -3,11 +3,14 @@
 The encoder is the paper's: six stride-2 convolutions of window 4, so one code stands for
 64 samples (8 ms at 8 kHz). The paper decodes with a WaveNet conditioned on the codes
 and a speaker one-hot; sampling it takes one network pass per sample. Here the decoder is
-non-autoregressive instead, fast enough on a CPU: transposed convolutions double the
-time axis six times, each followed by dilated residual units, and the speaker enters every
-unit as a per-channel scale and shift (FiLM, Perez et al. 2018). Without a WaveNet's
-likelihood the decoder is trained on a multi-resolution STFT loss (magnitudes only, so it
-is not forced to guess the phase that 64x compression throws away) plus a light L1
+non-autoregressive instead, fast enough on a CPU. The default, :class:`SpectralDecoder`,
+works at the code rate: ConvNeXt blocks predict one STFT frame (log-magnitude and phase)
+per code and an inverse STFT makes the waveform (as Vocos does). The older
+:class:`SpeechDecoder` doubles the time axis six times with transposed convolutions, each
+followed by dilated residual units. In both the speaker enters every block as a
+per-channel scale and shift (FiLM, Perez et al. 2018). Without a WaveNet's likelihood the
+decoder is trained on a multi-resolution STFT loss and a log-mel loss (magnitudes only,
+so it is not forced to guess the phase that 64x compression throws away) plus a light L1
 waveform term.
 
 Speaker conversion (§4.3) is ``decode(encode(x), other_speaker)``: the codes carry the
@@ -28,14 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqvae.mel import log_mel
 from vqvae.nets import Encoder
 from vqvae.quantize import EMAVectorQuantizer, VectorQuantizer
 
 __all__ = [
+    "SpectralDecoder",
     "SpeechDecoder",
     "SpeechOutput",
     "SpeechVQVAE",
     "SpeechVQVAEConfig",
+    "mel_loss",
     "multi_resolution_stft_loss",
 ]
 
@@ -46,7 +52,10 @@ DECODER_MIN_CHANNELS = 32  # channel floor of the high-rate decoder stages
 # (32 to 128 for the default windows), so the floor lies 100-112 dB below it. A lower floor
 # lets inaudible bins dominate the log term (measured: slower, noisier training).
 MAGNITUDE_FLOOR = 1e-7**0.5
-_SLOPE = 0.2  # leaky-ReLU slope of the decoder
+_SLOPE = 0.2  # leaky-ReLU slope of the upsampling decoder
+CONVNEXT_EXPANSION = 3  # hidden width of a ConvNeXt block's MLP, in channels
+MAX_LOG_MAGNITUDE = math.log(1e3)  # the spectral decoder's |S| cap: 10x a full-scale sine's
+DECODERS = ("spectral", "upsample")
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -94,17 +103,28 @@ class SpeechVQVAEConfig:
         dead_code_window: re-seed codes unused for this many steps (None: never).
         num_speakers: speakers the decoder is conditioned on; 0 for none.
         speaker_dim: E, size of the learned speaker embedding.
-        decoder_width: decoder channels at the latent rate; they halve at every
-            upsampling stage down to ``DECODER_MIN_CHANNELS`` (or ``decoder_width`` if
+        decoder: ``"spectral"``, a :class:`SpectralDecoder` (ConvNeXt blocks at the code
+            rate that predict STFT frames, then an inverse STFT), or ``"upsample"``, a
+            :class:`SpeechDecoder` (six ×2 transposed-convolution stages with dilated
+            residual units up to the sample rate).
+        decoder_width: decoder channels at the code rate; in the upsampling decoder they
+            halve at every stage down to ``DECODER_MIN_CHANNELS`` (or ``decoder_width`` if
             smaller), so the 4 and 8 kHz stages stay cheap.
-        decoder_dilations: dilations of the kernel-3 residual units after each upsampling;
-            (1, 3, 9) sees 27 steps of each stage's rate, 108 ms at the first stage.
+        decoder_depth: ConvNeXt blocks of the spectral decoder (each sees 7 frames, so 8
+            blocks see 49 codes, 392 ms).
+        decoder_dilations: upsampling decoder: dilations of the kernel-3 residual units
+            after each upsampling; (1, 3, 9) sees 27 steps of each stage's rate.
         stft_resolutions: ``(n_fft, hop, win)`` of each STFT of the loss; 512/128/64
             samples resolve pitch harmonics, 128 samples (16 ms) onsets.
         waveform_weight: weight of the L1 waveform term. 1.0: the spectral terms are
             O(1) while a sample-wise L1 on speech in [-1, 1] is about 0.05 to 0.1, so the
             waveform term is a light anchor of the phase of the loud low harmonics,
             not a weight that would make the decoder average over phases and muffle.
+        mel_weight: weight of the L1 distance between log-mel spectrograms (64 ms
+            windows, 8 ms hop, 64 bins; see :func:`mel_loss`). The linear-frequency STFT
+            terms spend most of their bins above 2 kHz, where speech has little to tell
+            apart; the mel scale gives the formants below it, which carry the words,
+            their due share.
         seed: seeds the codebook initialisation and resets.
     """
 
@@ -122,10 +142,13 @@ class SpeechVQVAEConfig:
     dead_code_window: int | None = 100
     num_speakers: int = 0
     speaker_dim: int = 64
+    decoder: str = "spectral"
     decoder_width: int = 256
+    decoder_depth: int = 8
     decoder_dilations: tuple[int, ...] = (1, 3, 9)
     stft_resolutions: tuple[tuple[int, int, int], ...] = DEFAULT_STFT_RESOLUTIONS
     waveform_weight: float = 1.0
+    mel_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -138,10 +161,13 @@ class SpeechVQVAEConfig:
             "code_dim",
             "speaker_dim",
             "decoder_width",
+            "decoder_depth",
         ):
             _check_int(name, getattr(self, name), 1)
         for name in ("residual_blocks", "num_speakers", "seed"):
             _check_int(name, getattr(self, name), 0)
+        if self.decoder not in DECODERS:
+            raise ValueError(f"model.decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.quantizer not in QUANTIZERS:
             raise ValueError(f"model.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         _check_float("beta", self.beta, 0.0)
@@ -151,6 +177,7 @@ class SpeechVQVAEConfig:
         if self.dead_code_window is not None:
             _check_int("dead_code_window", self.dead_code_window, 1)
         _check_float("waveform_weight", self.waveform_weight, 0.0)
+        _check_float("mel_weight", self.mel_weight, 0.0)
         # JSON turns tuples into lists: accept any sequence, keep tuples (hashable, frozen).
         dilations = _int_tuple("decoder_dilations", self.decoder_dilations)
         for d in dilations:
@@ -182,7 +209,8 @@ class SpeechVQVAEConfig:
                 f"unknown speech model settings {unknown} in config.json: was it written by a "
                 f"newer vqvae? Known: {sorted(known)}"
             )
-        values = dict(values)
+        # Configs from before these settings existed: upsampling decoder, no mel term.
+        values = {"decoder": "upsample", "mel_weight": 0.0, **values}
         if "decoder_dilations" in values:
             values["decoder_dilations"] = _int_tuple(
                 "decoder_dilations", values["decoder_dilations"]
@@ -279,7 +307,46 @@ def multi_resolution_stft_loss(
         return torch.stack(convergence).mean(), torch.stack(log_distance).mean()
 
 
-# -------------------------------------------------------------------------- decoder
+MEL_BINS = 64
+
+
+def mel_sizes(sample_rate: int) -> tuple[int, int]:
+    """``(n_fft, hop)`` of :func:`mel_loss`: the power of two nearest 64 ms, hop an eighth."""
+    n_fft = 2 ** round(math.log2(0.064 * sample_rate))
+    return n_fft, max(1, n_fft // 8)
+
+
+def mel_loss(x: Tensor, y: Tensor, sample_rate: int) -> Tensor:
+    """Mean ``|log M(x) − log M(y)|`` of the log-mel spectrograms of :func:`vqvae.mel.log_mel`
+    (``MEL_BINS`` bins, sizes from :func:`mel_sizes`), in fp32 even under autocast.
+
+    Shapes: ``x``, ``y``: ``(B, 1, T)`` or ``(B, T)``; returns a scalar, 0 when ``y == x``.
+    """
+    if x.shape != y.shape:
+        raise ValueError(
+            f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    n_fft, hop = mel_sizes(sample_rate)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.reshape(-1, x.shape[-1]).float()  # (B, T)
+        y = y.reshape(-1, y.shape[-1]).float()
+        mx = log_mel(x, sample_rate, n_fft, hop, MEL_BINS)  # (B, M, L)
+        my = log_mel(y, sample_rate, n_fft, hop, MEL_BINS)
+        return (mx - my).abs().mean()
+
+
+# ------------------------------------------------------------------------- decoders
+
+
+def _check_speaker(speaker: Tensor | None, speaker_dim: int | None) -> None:
+    if (speaker is None) != (speaker_dim is None):
+        raise ValueError(
+            f"this decoder was built with speaker_dim={speaker_dim}: pass a speaker "
+            f"embedding (B, {speaker_dim})"
+            if speaker_dim
+            else "this decoder was built without speakers: pass speaker=None"
+        )
+
 
 
 class DilatedResidualUnit(nn.Module):
@@ -371,17 +438,104 @@ class SpeechDecoder(nn.Module):
 
     def forward(self, z: Tensor, speaker: Tensor | None = None) -> Tensor:
         """Audio ``(B, 1, T)`` in (-1, 1) from code vectors ``z`` ``(B, D, L)`` and ``speaker`` ``(B, E)``."""
-        if (speaker is None) != (self.speaker_dim is None):
-            raise ValueError(
-                f"this decoder was built with speaker_dim={self.speaker_dim}: pass a speaker "
-                f"embedding (B, {self.speaker_dim})"
-                if self.speaker_dim
-                else "this decoder was built without speakers: pass speaker=None"
-            )
+        _check_speaker(speaker, self.speaker_dim)
         x = self.conv_in(z)  # (B, C, L)
         for stage in self.stages:
             x = stage(x, speaker)  # time doubles, channels halve to the floor
         return torch.tanh(self.conv_out(F.leaky_relu(x, _SLOPE)))  # (B, 1, T)
+
+
+class ConvNeXtBlock(nn.Module):
+    """``x + γ · W₂ gelu(W₁ film(norm(dwconv₇(x))))``, a ConvNeXt block (Liu et al. 2022) in 1-D.
+
+    The speaker scales and shifts the normalised features (FiLM; its map starts small,
+    so an untrained block barely hears the speaker). ``γ`` is a learned per-channel layer
+    scale.
+
+    Shapes:
+        ``x``: ``(B, C, N)``; ``speaker``: ``(B, E)``.
+    """
+
+    def __init__(self, channels: int, layer_scale: float, speaker_dim: int | None = None) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv1d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.film = nn.Linear(speaker_dim, 2 * channels) if speaker_dim else None
+        if self.film is not None:
+            nn.init.normal_(self.film.weight, std=0.02)
+            nn.init.zeros_(self.film.bias)
+        self.expand = nn.Linear(channels, CONVNEXT_EXPANSION * channels)
+        self.contract = nn.Linear(CONVNEXT_EXPANSION * channels, channels)
+        self.gamma = nn.Parameter(torch.full((channels,), layer_scale))
+
+    def forward(self, x: Tensor, speaker: Tensor | None = None) -> Tensor:
+        h = self.norm(self.dwconv(x).transpose(1, 2))  # (B, N, C)
+        if self.film is not None:
+            scale, shift = self.film(speaker).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, C) each
+            h = h * (1 + scale) + shift
+        h = self.contract(F.gelu(self.expand(h)))  # (B, N, C)
+        return x + (self.gamma * h).transpose(1, 2)
+
+
+class SpectralDecoder(nn.Module):
+    """Codes ``(B, D, L)`` → audio ``(B, 1, L·hop)`` through an inverse STFT (as in Vocos,
+    Siuzdak 2023).
+
+    The network runs at the code rate only: a kernel-7 convolution to ``width`` channels,
+    ``depth`` :class:`ConvNeXtBlock` s, then per frame a linear map to the log-magnitude
+    and phase of the ``n_fft // 2 + 1`` bins of one STFT frame (``n_fft = 4 · hop``, a
+    Hann window, hop ``hop``: one frame per code). ``torch.istft`` turns those frames into
+    the waveform. The decoder thus predicts the spectrum the losses measure, instead of
+    having to build it up sample by sample through six upsampling stages, and costs a
+    few network evaluations per code, not per sample.
+
+    Args:
+        code_dim: D.
+        width: C, channels of the blocks.
+        depth: number of blocks.
+        hop: samples per code (``2**downsamples``).
+        speaker_dim: E, to condition every block on a speaker embedding; None: unconditioned.
+    """
+
+    def __init__(
+        self, code_dim: int, width: int, depth: int, hop: int, speaker_dim: int | None = None
+    ) -> None:
+        super().__init__()
+        self.hop, self.n_fft = hop, 4 * hop
+        self.speaker_dim = speaker_dim or None
+        self.conv_in = nn.Conv1d(code_dim, width, 7, padding=3)
+        self.norm_in = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(width, 1.0 / depth, speaker_dim) for _ in range(depth)
+        )
+        self.norm_out = nn.LayerNorm(width)
+        bins = self.n_fft // 2 + 1
+        self.head = nn.Linear(width, 2 * bins)  # log-magnitude and phase of each bin
+        with torch.no_grad():  # start quiet: |S| ≈ e^-4, far under speech, above the floor
+            self.head.bias[:bins].fill_(-4.0)
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+
+    def forward(self, z: Tensor, speaker: Tensor | None = None) -> Tensor:
+        """Audio ``(B, 1, L·hop)`` from code vectors ``z`` ``(B, D, L)`` and ``speaker`` ``(B, E)``.
+
+        Not bounded: :meth:`SpeechVQVAE.decode` clips to [-1, 1].
+        """
+        _check_speaker(speaker, self.speaker_dim)
+        x = self.conv_in(z)  # (B, C, L)
+        x = self.norm_in(x.transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x, speaker)
+        frames = self.head(self.norm_out(x.transpose(1, 2)))  # (B, L, 2F)
+        # With centred frames, L·hop samples need L + 1 frames: repeat the last one.
+        frames = torch.cat([frames, frames[:, -1:]], dim=1)  # (B, L + 1, 2F)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            log_magnitude, phase = frames.float().transpose(1, 2).chunk(2, dim=1)  # (B, F, L + 1)
+            spectrum = torch.polar(log_magnitude.clamp(max=MAX_LOG_MAGNITUDE).exp(), phase)
+            audio = torch.istft(
+                spectrum, self.n_fft, hop_length=self.hop, window=self.window,
+                center=True, length=z.shape[-1] * self.hop,
+            )  # (B, T)
+        return audio.unsqueeze(1)
 
 
 # ---------------------------------------------------------------------------- model
@@ -392,10 +546,12 @@ class SpeechOutput:
     """What :meth:`SpeechVQVAE.forward` returns.
 
     Attributes:
-        reconstruction: ``(B, 1, T)`` in (-1, 1).
+        reconstruction: ``(B, 1, T)``, in (-1, 1) from the upsampling decoder, unbounded
+            from the spectral one (the losses see it unclipped; ``decode`` clips).
         loss: reconstruction_loss + quantizer_loss, the training objective.
-        reconstruction_loss: stft_loss + waveform_weight · waveform_loss.
+        reconstruction_loss: stft_loss + mel_weight · mel_loss + waveform_weight · waveform_loss.
         stft_loss: spectral convergence + log-magnitude distance, averaged over resolutions.
+        mel_loss: log-mel distance, see :func:`mel_loss`.
         waveform_loss: mean ``|x − x̂|``.
         quantizer_loss: the quantizer's auxiliary loss.
         commitment_loss, perplexity: from the quantizer.
@@ -406,6 +562,7 @@ class SpeechOutput:
     loss: Tensor
     reconstruction_loss: Tensor
     stft_loss: Tensor
+    mel_loss: Tensor
     waveform_loss: Tensor
     quantizer_loss: Tensor
     commitment_loss: Tensor
@@ -446,9 +603,14 @@ class SpeechVQVAE(nn.Module):
         self.speaker_embedding = (
             nn.Embedding(c.num_speakers, c.speaker_dim) if c.num_speakers else None
         )
-        self.decoder = SpeechDecoder(
-            c.code_dim, c.decoder_width, c.downsamples, c.decoder_dilations, speaker_dim
-        )
+        if c.decoder == "spectral":
+            self.decoder = SpectralDecoder(
+                c.code_dim, c.decoder_width, c.decoder_depth, c.hop, speaker_dim
+            )
+        else:
+            self.decoder = SpeechDecoder(
+                c.code_dim, c.decoder_width, c.downsamples, c.decoder_dilations, speaker_dim
+            )
 
     @property
     def hop(self) -> int:
@@ -487,14 +649,16 @@ class SpeechVQVAE(nn.Module):
             x, reconstruction, c.stft_resolutions
         )
         stft_loss = convergence + log_distance
+        mel = mel_loss(x, reconstruction, c.sample_rate) if c.mel_weight else stft_loss.new_zeros(())
         with torch.autocast(device_type=x.device.type, enabled=False):
             waveform_loss = F.l1_loss(reconstruction.float(), x.float())
-        recon_loss = stft_loss + c.waveform_weight * waveform_loss
+        recon_loss = stft_loss + c.mel_weight * mel + c.waveform_weight * waveform_loss
         return SpeechOutput(
             reconstruction=reconstruction,
             loss=recon_loss + q.loss,
             reconstruction_loss=recon_loss,
             stft_loss=stft_loss,
+            mel_loss=mel,
             waveform_loss=waveform_loss,
             quantizer_loss=q.loss,
             commitment_loss=q.commitment_loss,
@@ -517,7 +681,7 @@ class SpeechVQVAE(nn.Module):
 
     @torch.no_grad()
     def decode(self, codes: Tensor, speakers: Tensor | None = None) -> Tensor:
-        """Audio ``(B, 1, L·hop)`` in (-1, 1) from codes ``(B, L)``, spoken by ``speakers`` ``(B,)``."""
+        """Audio ``(B, 1, L·hop)`` in [-1, 1] from codes ``(B, L)``, spoken by ``speakers`` ``(B,)``."""
         if not isinstance(codes, Tensor):
             raise TypeError(f"codes must be a torch.Tensor, got {type(codes).__name__}")
         if codes.dim() != 2:
@@ -526,7 +690,7 @@ class SpeechVQVAE(nn.Module):
                 f"{tuple(codes.shape)}"
             )
         speaker = self._speaker_vectors(speakers, codes.shape[0])
-        return self.decoder(self.quantizer.decode(codes), speaker)
+        return self.decoder(self.quantizer.decode(codes), speaker).clamp(-1.0, 1.0)
 
     @torch.no_grad()
     def convert(self, x: Tensor, speakers: Tensor | None) -> Tensor:
