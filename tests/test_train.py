@@ -1,5 +1,6 @@
 """Training runs: checkpoints, resume, Ctrl-C, clear errors with nothing half-written."""
 
+import dataclasses
 import json
 
 import pytest
@@ -57,6 +58,38 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_images):
         assert torch.equal(a[key], b[key]), key
     steps = [json.loads(line)["step"] for line in (parts / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)
+
+
+def _live_weights(run):
+    state = safetensors.torch.load((run / ckpt.STATE_FILE).read_bytes())
+    return {k.removeprefix("live/"): v for k, v in state.items() if k.startswith("live/")}
+
+
+def test_weight_averaging_resumes_exactly_and_saves_the_average(tmp_path, tiny_images):
+    averaged = dataclasses.replace(TRAIN, ema_decay=0.9)
+    whole = start_run(tmp_path / "whole", str(tiny_images), MODEL, averaged)
+    train_tokenizer(whole, progress=False)
+    parts = start_run(tmp_path / "parts", str(tiny_images), MODEL, averaged)
+    train_tokenizer(parts, max_steps=3, progress=False)
+    train_tokenizer(parts, max_steps=8, resume=True, progress=False)
+    for a, b in [(_weights(whole), _weights(parts)), (_live_weights(whole), _live_weights(parts))]:
+        assert a.keys() == b.keys() and a
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    # The saved weights are the average, not the live ones; the live ones are those of a
+    # run without averaging (averaging never feeds back into training).
+    plain = _run(tmp_path, tiny_images, "plain")
+    train_tokenizer(plain, progress=False)
+    average, live = _weights(whole), _live_weights(whole)
+    assert all(torch.equal(live[k], _weights(plain)[k]) for k in live)
+    assert any(not torch.equal(average[k], live[k]) for k in live if average[k].is_floating_point())
+    # Decay 0 keeps the average equal to the live weights.
+    zero = start_run(tmp_path / "zero", str(tiny_images), MODEL, dataclasses.replace(TRAIN, ema_decay=0.0))
+    train_tokenizer(zero, progress=False)
+    differ = [k for k in live if not torch.equal(_weights(zero)[k], _live_weights(zero)[k])]
+    assert not differ, differ
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path, tiny_images, monkeypatch):

@@ -154,10 +154,21 @@ def _few(keys: list[str]) -> str:
 # ------------------------------------------------------------------ train state
 
 
-def save_train_state(run: str | os.PathLike, optimizer: torch.optim.Optimizer, info: dict) -> None:
-    """Optimizer state, RNG state and ``info`` (step, elapsed time...) as safetensors + JSON."""
+def save_train_state(
+    run: str | os.PathLike,
+    optimizer: torch.optim.Optimizer,
+    info: dict,
+    live_weights: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Optimizer state, RNG state and ``info`` (step, elapsed time...) as safetensors + JSON.
+
+    ``live_weights``: the state dict of the weights the optimizer steps, when
+    ``model.safetensors`` holds their average instead.
+    """
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {"rng/torch": torch.get_rng_state()}
+    for key, value in (live_weights or {}).items():
+        tensors[f"live/{key}"] = value
     scalars: dict[str, dict] = {}
     for param_id, entries in state["state"].items():
         for name, value in entries.items():
@@ -174,12 +185,24 @@ def save_train_state(run: str | os.PathLike, optimizer: torch.optim.Optimizer, i
     save_tensors(Path(run) / STATE_FILE, tensors, metadata)
 
 
-def load_train_state(run: str | os.PathLike, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore the optimizer and RNG state saved by :func:`save_train_state`; returns ``info``."""
+def load_train_state(
+    run: str | os.PathLike, optimizer: torch.optim.Optimizer, live_model: nn.Module | None = None
+) -> dict:
+    """Restore the optimizer and RNG state saved by :func:`save_train_state`, and the live
+    weights into ``live_model`` when given; returns ``info``."""
     path = Path(run) / STATE_FILE
     tensors, metadata = load_tensors(path)
     if metadata.get("format") != "vqvae-train-state":
         raise CheckpointError(f"{path} is not a vqvae training state")
+    if live_model is not None:
+        live = {k.removeprefix("live/"): v for k, v in tensors.items() if k.startswith("live/")}
+        try:
+            live_model.load_state_dict(live, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{path} lacks the live weights of a run that averages them, or they do not "
+                f"fit the model ({str(exc).splitlines()[0]}): restart with --force"
+            ) from exc
     state: dict = {"state": {}, "param_groups": json.loads(metadata["param_groups"])}
     for key, value in tensors.items():
         if key.startswith("optimizer/"):

