@@ -131,7 +131,7 @@ def test_conversion_changes_only_the_speaker_input(decoder):
     same = model.decode(codes, a)
     assert torch.equal(model.decode(codes, a), same)
     changed = (model.decode(codes, b) - same).abs().amax(dim=(1, 2))  # (B,)
-    assert (changed > 1e-2 * same.abs().amax(dim=(1, 2))).all(), changed  # a relative change
+    assert (changed > 1e-3 * same.abs().amax(dim=(1, 2))).all(), changed  # far above rounding
 
 
 @pytest.mark.parametrize(
@@ -144,6 +144,19 @@ def test_every_decoder_unit_is_conditioned_on_the_speaker(decoder, unit, count):
     assert all(u.film is not None for u in units)
     assert all(u.film is None for u in tiny(decoder=decoder).decoder.modules() if isinstance(u, unit))
     assert tiny().speaker_embedding is None
+
+
+def test_spectral_decoder_speaker_shift_or_film_and_old_configs_keep_film():
+    width = TINY["decoder_width"]
+    for scale, outputs in [(False, width), (True, 2 * width)]:
+        model = tiny(num_speakers=3, speaker_scale=scale).eval()
+        assert model.decoder.blocks[0].film.out_features == outputs
+        codes = model.encode(sines(2, 512))
+        assert not torch.equal(model.decode(codes, torch.tensor([0, 0])), model.decode(codes, torch.tensor([1, 2])))
+    saved = tiny(num_speakers=3).config.to_dict()
+    assert saved["speaker_scale"] is False
+    del saved["speaker_scale"]
+    assert SpeechVQVAEConfig.from_dict(saved).speaker_scale is True
 
 
 def test_speakers_are_required_forbidden_and_range_checked():

@@ -180,7 +180,7 @@ def _add_prior(sub) -> None:
     p.add_argument("--heads", type=int, help="attention heads (Transformer; default width // 64)")
     _add_data_flags(p, required=False)
     p.add_argument("--batch-size", type=int, help="batch size (default 128)")
-    p.add_argument("--lr", type=float, help="Adam learning rate, constant after 100 warm-up steps (default 1e-3)")
+    p.add_argument("--lr", type=float, help="Adam learning rate, constant after 100 warm-up steps (default 2e-3)")
     p.add_argument("--max-steps", type=int, help="total steps of the run (default 100000)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="wall-time limit of this invocation's training loop, validation included")

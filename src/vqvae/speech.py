@@ -103,6 +103,11 @@ class SpeechVQVAEConfig:
         dead_code_window: re-seed codes unused for this many steps (None: never).
         num_speakers: speakers the decoder is conditioned on; 0 for none.
         speaker_dim: E, size of the learned speaker embedding.
+        speaker_scale: the spectral decoder's blocks take a per-channel scale and shift
+            from the speaker (FiLM); False (the default): a shift only. In the 15-minute
+            FSDD run the shift kept more content (digit accuracy 87.7 % against 85.7 % on
+            reconstructions, 50.9 % against 42.9 % in conversions) and still imposed the
+            voice (92.3 % of conversions heard as the target speaker, against 97.8 %).
         decoder: ``"spectral"``, a :class:`SpectralDecoder` (ConvNeXt blocks at the code
             rate that predict STFT frames, then an inverse STFT), or ``"upsample"``, a
             :class:`SpeechDecoder` (six ×2 transposed-convolution stages with dilated
@@ -142,6 +147,7 @@ class SpeechVQVAEConfig:
     dead_code_window: int | None = 100
     num_speakers: int = 0
     speaker_dim: int = 64
+    speaker_scale: bool = False
     decoder: str = "spectral"
     decoder_width: int = 256
     decoder_depth: int = 8
@@ -166,6 +172,8 @@ class SpeechVQVAEConfig:
             _check_int(name, getattr(self, name), 1)
         for name in ("residual_blocks", "num_speakers", "seed"):
             _check_int(name, getattr(self, name), 0)
+        if not isinstance(self.speaker_scale, bool):
+            raise ValueError(f"model.speaker_scale must be true or false, got {self.speaker_scale!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"model.decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.quantizer not in QUANTIZERS:
@@ -210,7 +218,7 @@ class SpeechVQVAEConfig:
                 f"newer vqvae? Known: {sorted(known)}"
             )
         # Configs from before these settings existed: upsampling decoder, no mel term.
-        values = {"decoder": "upsample", "mel_weight": 0.0, **values}
+        values = {"decoder": "upsample", "mel_weight": 0.0, "speaker_scale": True, **values}
         if "decoder_dilations" in values:
             values["decoder_dilations"] = _int_tuple(
                 "decoder_dilations", values["decoder_dilations"]
@@ -448,19 +456,27 @@ class SpeechDecoder(nn.Module):
 class ConvNeXtBlock(nn.Module):
     """``x + γ · W₂ gelu(W₁ film(norm(dwconv₇(x))))``, a ConvNeXt block (Liu et al. 2022) in 1-D.
 
-    The speaker scales and shifts the normalised features (FiLM; its map starts small,
-    so an untrained block barely hears the speaker). ``γ`` is a learned per-channel layer
-    scale.
+    The speaker shifts the normalised features, or with ``speaker_scale`` also scales
+    them (FiLM); its map starts small, so an untrained block barely hears the speaker.
+    ``γ`` is a learned per-channel layer scale.
 
     Shapes:
         ``x``: ``(B, C, N)``; ``speaker``: ``(B, E)``.
     """
 
-    def __init__(self, channels: int, layer_scale: float, speaker_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        layer_scale: float,
+        speaker_dim: int | None = None,
+        speaker_scale: bool = True,
+    ) -> None:
         super().__init__()
         self.dwconv = nn.Conv1d(channels, channels, 7, padding=3, groups=channels)
         self.norm = nn.LayerNorm(channels)
-        self.film = nn.Linear(speaker_dim, 2 * channels) if speaker_dim else None
+        self.speaker_scale = speaker_scale
+        film_out = (2 if speaker_scale else 1) * channels
+        self.film = nn.Linear(speaker_dim, film_out) if speaker_dim else None
         if self.film is not None:
             nn.init.normal_(self.film.weight, std=0.02)
             nn.init.zeros_(self.film.bias)
@@ -470,9 +486,11 @@ class ConvNeXtBlock(nn.Module):
 
     def forward(self, x: Tensor, speaker: Tensor | None = None) -> Tensor:
         h = self.norm(self.dwconv(x).transpose(1, 2))  # (B, N, C)
-        if self.film is not None:
+        if self.film is not None and self.speaker_scale:
             scale, shift = self.film(speaker).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, C) each
             h = h * (1 + scale) + shift
+        elif self.film is not None:
+            h = h + self.film(speaker).unsqueeze(1)  # (B, 1, C): a shift only
         h = self.contract(F.gelu(self.expand(h)))  # (B, N, C)
         return x + (self.gamma * h).transpose(1, 2)
 
@@ -498,7 +516,13 @@ class SpectralDecoder(nn.Module):
     """
 
     def __init__(
-        self, code_dim: int, width: int, depth: int, hop: int, speaker_dim: int | None = None
+        self,
+        code_dim: int,
+        width: int,
+        depth: int,
+        hop: int,
+        speaker_dim: int | None = None,
+        speaker_scale: bool = True,
     ) -> None:
         super().__init__()
         self.hop, self.n_fft = hop, 4 * hop
@@ -506,7 +530,7 @@ class SpectralDecoder(nn.Module):
         self.conv_in = nn.Conv1d(code_dim, width, 7, padding=3)
         self.norm_in = nn.LayerNorm(width)
         self.blocks = nn.ModuleList(
-            ConvNeXtBlock(width, 1.0 / depth, speaker_dim) for _ in range(depth)
+            ConvNeXtBlock(width, 1.0 / depth, speaker_dim, speaker_scale) for _ in range(depth)
         )
         self.norm_out = nn.LayerNorm(width)
         bins = self.n_fft // 2 + 1
@@ -605,7 +629,7 @@ class SpeechVQVAE(nn.Module):
         )
         if c.decoder == "spectral":
             self.decoder = SpectralDecoder(
-                c.code_dim, c.decoder_width, c.decoder_depth, c.hop, speaker_dim
+                c.code_dim, c.decoder_width, c.decoder_depth, c.hop, speaker_dim, c.speaker_scale
             )
         else:
             self.decoder = SpeechDecoder(

@@ -537,7 +537,9 @@ class _SpeechTask:
 PRIORS = ckpt.PRIORS
 # Weight averaging: on the MNIST tokenizer's codes, 400 steps, the average scored 2.469
 # against the live weights' 2.585 bits per code, and 86.0 % against 83.4 % label accuracy.
-PRIOR_TRAIN = TrainConfig(batch_size=128, lr=1e-3, warmup_steps=100, max_steps=100_000,
+# With it, lr 2e-3 beat 1e-3 in the issue's 8-minute MNIST run: 2.318 against 2.343 bits
+# per code, label accuracy 89.7/91.7 % against 89.4/90.7 % (sampling seeds 0/1).
+PRIOR_TRAIN = TrainConfig(batch_size=128, lr=2e-3, warmup_steps=100, max_steps=100_000,
                           val_every=500, val_images=5000, checkpoint_every=500, ema_decay=0.99)
 PRIOR_MODEL = {"pixelcnn": {"width": 64, "depth": 15}, "transformer": {"width": 256, "depth": 4}}
 
