@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from vqvae.mel import log_mel
 from vqvae.speech import (
     ConvNeXtBlock,
     DilatedResidualUnit,
@@ -16,7 +17,6 @@ from vqvae.speech import (
     mel_sizes,
     multi_resolution_stft_loss,
 )
-from vqvae.mel import log_mel
 
 RESOLUTIONS = ((128, 32, 128), (64, 16, 64))
 TINY = {
