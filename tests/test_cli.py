@@ -6,7 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
+import vqvae
 from vqvae.cli import main
 
 TINY = ["--hidden", "16", "--res-hidden", "8", "--codebook-size", "16", "--code-dim", "4",
@@ -52,6 +54,18 @@ def test_train_evaluate_encode_decode_reconstruct(tmp_path, tiny_images, capsys)
         codes, labels = f["codes"], f["labels"]
     assert codes.dtype == np.int16 and codes.shape[1:] == (4, 4)
     assert labels.shape == (codes.shape[0],) and set(labels) <= {0, 1}
+    # --precision fp32 gives exactly the model's own codes; bf16 nearly always the same ones.
+    from vqvae.tokenizer import encode_run, run_data
+
+    images = run_data(run, split="val").images
+    exact = vqvae.load(run).encode(images.float() / 255)
+    assert torch.equal(encode_run(run, split="val", precision="fp32")[0], exact)
+    fast, _ = encode_run(run, split="val", precision="bf16")
+    assert fast.shape == exact.shape and (fast == exact).float().mean() > 0.8
+    code, _, err = run_cli(capsys, "encode", run, "--split", "val", "--precision", "fp32", "-o", tmp_path / "c.npz")
+    assert code == 0, err
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as f:
+        assert np.array_equal(f["codes"], exact.numpy())
 
     code, out, err = run_cli(capsys, "decode", run, codes_file, "-o", tmp_path / "decoded")
     assert code == 0, err
