@@ -7,8 +7,9 @@ non-autoregressive instead, fast enough on a CPU. The default, :class:`SpectralD
 works at the code rate: ConvNeXt blocks predict one STFT frame (log-magnitude and phase)
 per code and an inverse STFT makes the waveform (as Vocos does). The older
 :class:`SpeechDecoder` doubles the time axis six times with transposed convolutions, each
-followed by dilated residual units. In both the speaker enters every block as a
-per-channel scale and shift (FiLM, Perez et al. 2018). Without a WaveNet's likelihood the
+followed by dilated residual units. In both the speaker enters every block: as a
+per-channel shift in the spectral decoder (or a scale and shift, FiLM, Perez et al. 2018,
+with ``speaker_scale``), as FiLM in the upsampling one. Without a WaveNet's likelihood the
 decoder is trained on a multi-resolution STFT loss and a log-mel loss (magnitudes only,
 so it is not forced to guess the phase that 64x compression throws away) plus a light L1
 waveform term.
@@ -486,11 +487,12 @@ class ConvNeXtBlock(nn.Module):
 
     def forward(self, x: Tensor, speaker: Tensor | None = None) -> Tensor:
         h = self.norm(self.dwconv(x).transpose(1, 2))  # (B, N, C)
-        if self.film is not None and self.speaker_scale:
-            scale, shift = self.film(speaker).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, C) each
-            h = h * (1 + scale) + shift
-        elif self.film is not None:
-            h = h + self.film(speaker).unsqueeze(1)  # (B, 1, C): a shift only
+        if self.film is not None:
+            shift = self.film(speaker).unsqueeze(1)  # (B, 1, C), or (B, 1, 2C) with a scale
+            if self.speaker_scale:
+                scale, shift = shift.chunk(2, dim=-1)
+                h = h * (1 + scale)
+            h = h + shift
         h = self.contract(F.gelu(self.expand(h)))  # (B, N, C)
         return x + (self.gamma * h).transpose(1, 2)
 
@@ -513,6 +515,8 @@ class SpectralDecoder(nn.Module):
         depth: number of blocks.
         hop: samples per code (``2**downsamples``).
         speaker_dim: E, to condition every block on a speaker embedding; None: unconditioned.
+        speaker_scale: the speaker scales and shifts each block's features (FiLM), not
+            only shifts them.
     """
 
     def __init__(

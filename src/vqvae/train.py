@@ -26,6 +26,7 @@ from vqvae.data import ImageData, load_images
 from vqvae.data.audio import AudioData, is_audio, load_audio
 from vqvae.evaluate import likelihood_metrics, tokenizer_metrics
 from vqvae.figures import plot_metrics, save_reconstruction_grid
+from vqvae.precision import PRECISIONS, autocast_for
 from vqvae.quantize import codebook_perplexity
 from vqvae.speech import SpeechVQVAE, SpeechVQVAEConfig
 from vqvae.tokenizer import cached_codes
@@ -39,9 +40,6 @@ class TrainingInterrupted(Exception):
     def __init__(self, run: Path, step: int) -> None:
         super().__init__(f"interrupted at step {step}; checkpoint saved in {run}: continue with --resume")
         self.step = step
-
-
-PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -98,22 +96,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu")
     return torch.device(device)
-
-
-def autocast_for(precision: str, device: torch.device):
-    """The autocast context of a training step: bf16 matrix work, or plain fp32.
-
-    ``auto`` picks bf16 where the hardware computes it natively (CUDA with bf16
-    support, or a CPU with AVX512-BF16/AMX through oneDNN), else fp32. The quantizer
-    keeps its distances and statistics in fp32 either way, and so do the losses.
-    """
-    if precision == "auto":
-        if device.type == "cuda":
-            native = torch.cuda.is_bf16_supported()
-        else:
-            native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        precision = "bf16" if native else "fp32"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 # --------------------------------------------------------------------- the run
