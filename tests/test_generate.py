@@ -57,6 +57,13 @@ def test_train_prior_sample_and_resume(tokenizer_run, tmp_path, capsys):
     assert cli(capsys, "sample", tokenizer_run, "-n", 6, "--label", 1, "--top-k", 5, "--seed", 3,
                "-o", again)[0] == 0
     assert np.array_equal(codes, np.load(again / "codes.npy"))  # same seed, same samples
+    guided = tmp_path / "guided"
+    code, _, err = cli(capsys, "sample", tokenizer_run, "-n", 6, "--label", 1, "--top-k", 5, "--seed", 3,
+                       "--guidance", 3, "-o", guided)
+    assert code == 0, err
+    assert np.load(guided / "codes.npy").shape == (6, 4, 4)
+    code, _, err = cli(capsys, "sample", tokenizer_run, "-n", 2, "--guidance", -1, "-o", tmp_path / "bad")
+    assert code == 2 and "guidance must be >= 0" in err and not (tmp_path / "bad").exists()
 
 
 def test_several_priors_need_a_name(tokenizer_run, capsys):

@@ -19,6 +19,7 @@ from vqvae.priors import (
     TransformerPrior,
     draw,
     filter_logits,
+    guide,
 )
 
 K = 8
@@ -440,3 +441,95 @@ def test_label_bias_reaches_every_position_and_old_configs_load_without_it():
     assert TransformerConfig.from_dict(biased.config.to_dict()).label_bias is True
     with pytest.raises(TypeError, match="label_bias"):
         TransformerConfig(K, (4, 5), label_bias=1)
+
+
+# ------------------------------------------------------------------ classifier-free guidance
+
+
+@pytest.mark.parametrize("options", [{}, {"top_k": 3, "temperature": 0.8}])
+@pytest.mark.parametrize("make", PRIORS.values(), ids=PRIORS.keys())
+def test_guided_cached_sampling_gives_the_uncached_codes(make, options):
+    model = sharpened(make((3, 4), num_classes=3))
+    label = torch.tensor([0, 1, 2, 2, 1])
+    runs = [
+        model.sample(5, label, generator=torch.Generator().manual_seed(7), use_cache=cache,
+                     guidance=2.5, **options)
+        for cache in (True, False)
+    ]
+    assert runs[0].shape == (5, 3, 4)
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    plain = model.sample(5, label, generator=torch.Generator().manual_seed(7), **options)
+    assert not torch.equal(runs[0], plain), "guidance 2.5 should change some draws"
+
+
+@pytest.mark.parametrize(
+    "module, make",
+    [(pixelcnn_module, pixelcnn), (transformer_module, transformer)],
+    ids=PRIORS.keys(),
+)
+def test_guidance_combines_the_labelled_logits_with_label_free_ones(monkeypatch, module, make):
+    """Each step guides (label rows, no-label rows): the first are forward()'s logits for
+    the label, the second do not depend on the label."""
+    model = sharpened(make((3, 4), num_classes=3))
+    target = random_codes(2, (3, 4)).flatten(1)  # (B, T)
+    seen = []
+
+    def recording_guide(logits, guidance):
+        seen.append(logits)
+        return guide(logits, guidance)
+
+    def teacher(logits, generator=None):
+        return target[:, (len(seen) - 1) % target.shape[1]]
+
+    monkeypatch.setattr(module, "guide", recording_guide)
+    monkeypatch.setattr(module, "draw", teacher)
+    for label in (0, 2):
+        codes = model.sample(2, label=label, guidance=3.0)
+        torch.testing.assert_close(codes.flatten(1), target)
+    per_label = torch.stack(seen).view(2, 12, 4, K)  # (label, T, 2B, K)
+    expected = model(target.view(2, 3, 4), 0).flatten(2).transpose(0, 2)  # (T, K, B)
+    torch.testing.assert_close(per_label[0, :, :2], expected.permute(0, 2, 1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(per_label[0, :, 2:], per_label[1, :, 2:])  # label-free rows agree
+    assert (per_label[0, :, :2] - per_label[1, :, :2]).abs().max() > 1e-3  # labelled rows do not
+
+
+def test_guide_is_conditional_at_one_and_unconditional_at_zero():
+    conditional, unconditional = torch.randn(3, K), torch.randn(3, K)
+    stacked = torch.cat([conditional, unconditional])
+    torch.testing.assert_close(guide(stacked, 1.0), conditional)
+    torch.testing.assert_close(guide(stacked, 0.0), unconditional)
+    torch.testing.assert_close(guide(stacked, 2.0), 2 * conditional - unconditional)
+
+
+@pytest.mark.parametrize("make", PRIORS.values(), ids=PRIORS.keys())
+def test_labels_are_dropped_in_training_only(make):
+    model = sharpened(make((3, 4), num_classes=3, label_dropout=0.5))
+    codes, label = random_codes(64, (3, 4)), torch.zeros(64, dtype=torch.long)
+    torch.testing.assert_close(model(codes, label), model(codes, label))  # eval: never dropped
+    model.train()
+    torch.manual_seed(0)
+    first, second = model(codes, label), model(codes, label)
+    differs = (first - second).flatten(1).abs().amax(1) > 1e-4  # (B,): dropped in one call only
+    assert 0.2 < differs.float().mean() < 0.8
+
+
+@pytest.mark.parametrize("make", PRIORS.values(), ids=PRIORS.keys())
+def test_guidance_errors_and_old_configs_have_no_label_dropout(make):
+    unconditional = make((3, 4))
+    with pytest.raises(ValueError, match="class-conditional prior trained with label_dropout"):
+        unconditional.sample(2, guidance=2.0)
+    undropped = make((3, 4), num_classes=3, label_dropout=0.0)
+    with pytest.raises(ValueError, match="--label-dropout"):
+        undropped.sample(2, label=1, guidance=2.0)
+    undropped.sample(2, label=1, guidance=1.0)  # plain sampling needs no label dropout
+    model = make((3, 4), num_classes=3)
+    with pytest.raises(ValueError, match="guidance must be >= 0"):
+        model.sample(2, label=1, guidance=-1.0)
+    with pytest.raises(TypeError, match="guidance"):
+        model.sample(2, label=1, guidance="2")
+    with pytest.raises(ValueError, match="label_dropout"):
+        make((3, 4), num_classes=3, label_dropout=1.0)
+    saved = model.config.to_dict()
+    assert saved["label_dropout"] == 0.1
+    del saved["label_dropout"]
+    assert type(model.config).from_dict(saved).label_dropout == 0.0

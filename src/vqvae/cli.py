@@ -182,6 +182,9 @@ def _add_prior(sub) -> None:
     p.add_argument("--width", type=int, help="channels (PixelCNN, default 64) or model width (Transformer, default 256)")
     p.add_argument("--depth", type=int, help="gated layers (default 15) or blocks (default 4)")
     p.add_argument("--heads", type=int, help="attention heads (Transformer; default width // 64)")
+    p.add_argument("--label-dropout", type=float,
+                   help="a class-conditional prior trains with its label dropped this often, which "
+                   "lets sampling use --guidance (default 0.1; 0: no guidance)")
     _add_data_flags(p, required=False)
     p.add_argument("--batch-size", type=int, help="batch size (default 128)")
     p.add_argument("--lr", type=float, help="Adam learning rate, constant after 100 warm-up steps (default 2e-3)")
@@ -212,6 +215,10 @@ def _add_prior(sub) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
+    p.add_argument("--guidance", type=float,
+                   help="classifier-free guidance scale: 1 samples the prior as it is, above 1 "
+                   "follows the label more closely (default 2 for a class-conditional prior "
+                   "trained with label dropout, else 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out", metavar="DIR", help="output folder (default RUN/samples)")
     p.add_argument("--device", default="cpu")
@@ -226,6 +233,10 @@ def _add_prior(sub) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
+    p.add_argument("--guidance", type=float,
+                   help="classifier-free guidance scale: 1 samples the prior as it is, above 1 "
+                   "follows the label more closely (default 2 for a class-conditional prior "
+                   "trained with label dropout, else 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     p.add_argument("--device", default="cpu")
@@ -416,8 +427,8 @@ def _train_prior(args: argparse.Namespace) -> None:
 
     name = args.name or args.arch
     folder = Path(args.run) / "priors" / name
-    model = {k: v for k, v in (("width", args.width), ("depth", args.depth), ("heads", args.heads))
-             if v is not None}
+    model = {k: v for k, v in (("width", args.width), ("depth", args.depth), ("heads", args.heads),
+                               ("label_dropout", args.label_dropout)) if v is not None}
     if args.heads is not None and args.arch != "transformer":
         raise CLIError("--heads applies to --arch transformer only")
     train = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed),
@@ -454,7 +465,7 @@ def _sample(args: argparse.Namespace) -> None:
         raise CLIError("--speaker applies to speech runs only")
     codes, images = sample_images(args.run, args.n, prior=args.prior, label=args.label,
                                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                  seed=args.seed, device=args.device)
+                                  guidance=args.guidance, seed=args.seed, device=args.device)
     out = args.out or Path(args.run) / "samples"
     grid = write_samples(codes, images, out)
     print(f"wrote {len(codes)} samples to {out} ({grid})")
@@ -471,7 +482,7 @@ def _sample_speech(args: argparse.Namespace) -> None:
 
     codes, audio = sample_speech(args.run, args.n, prior=args.prior, label=args.label, speaker=args.speaker,
                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                 seed=args.seed, device=args.device)
+                                 guidance=args.guidance, seed=args.seed, device=args.device)
     out = Path(args.out or Path(args.run) / "samples")
     rate = read_config(args.run)["data"]["sample_rate"]
     for i, clip in enumerate(audio):
@@ -497,7 +508,7 @@ def _evaluate_samples(args: argparse.Namespace) -> None:
 
     report = evaluate_samples(args.run, prior=args.prior, per_class=args.per_class, real=args.real,
                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                              seed=args.seed, device=args.device)
+                              guidance=args.guidance, seed=args.seed, device=args.device)
     print(format_table(report))
     if args.json:
         write_json(args.json, report)

@@ -11,6 +11,7 @@ import torch
 
 from vqvae.checkpoint import CONFIG_FILE, load, read_config, write_bytes
 from vqvae.figures import to_uint8
+from vqvae.priors.sampling import default_guidance
 from vqvae.tokenizer import write_images
 
 
@@ -36,6 +37,15 @@ def prior_folder(run: str | os.PathLike, prior: str | None = None) -> Path:
     return Path(run) / "priors" / prior
 
 
+def prior_guidance(run: str | os.PathLike, prior: str | None = None, guidance: float | None = None) -> float:
+    """``guidance``, or when None the prior's default: 2.0 if it was trained with label
+    dropout, else 1.0 (plain sampling)."""
+    if guidance is not None:
+        return guidance
+    model = read_config(prior_folder(run, prior))["model"]
+    return default_guidance(model.get("num_classes"), model.get("label_dropout", 0.0))
+
+
 @torch.no_grad()
 def sample_images(
     run: str | os.PathLike,
@@ -46,6 +56,7 @@ def sample_images(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     batch_size: int = 128,
     device: str = "cpu",
@@ -58,6 +69,8 @@ def sample_images(
         prior: the prior's name (default: the run's only prior).
         label: a class index, or ``(n,)`` class indices, for a class-conditional prior.
         temperature, top_k, top_p: sampling filters.
+        guidance: classifier-free guidance scale; 1.0 samples the prior as it is; None:
+            the prior's default (see :func:`prior_guidance`).
         seed: the same seed gives the same samples.
 
     Returns:
@@ -67,6 +80,7 @@ def sample_images(
         raise ValueError(f"-n must be at least 1, got {n}")
     tokenizer = load(run, device)
     model = load(prior_folder(run, prior), device)
+    guidance = prior_guidance(run, prior, guidance)
     labels = label
     if isinstance(label, int):
         labels = torch.full((n,), label, dtype=torch.long)
@@ -76,7 +90,7 @@ def sample_images(
         count = min(batch_size, n - start)
         part = None if labels is None else labels[start : start + count].to(device)
         c = model.sample(count, label=part, temperature=temperature, top_k=top_k, top_p=top_p,
-                         generator=generator)
+                         guidance=guidance, generator=generator)
         codes.append(c.cpu())
         images.append(tokenizer.decode(c).float().cpu())
     return torch.cat(codes), torch.cat(images)
@@ -106,6 +120,7 @@ def evaluate_samples(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     classifier_steps: int = 1500,
     device: str = "cpu",
@@ -132,8 +147,10 @@ def evaluate_samples(
         val_images=held_out.images, val_labels=held_out.labels, steps=classifier_steps, device=device,
     )
     requested = torch.arange(len(classes)).repeat_interleave(per_class)
+    guidance = prior_guidance(run, prior, guidance)
     _, images = sample_images(run, len(requested), prior=prior, label=requested,
-                              temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, device=device)
+                              temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance,
+                              seed=seed, device=device)
     predicted, sample_features = predict(classifier, torch.from_numpy(to_uint8(images)), device=device)
     real_images = held_out.images[:real]
     real_predicted, real_features = predict(classifier, real_images, device=device)
@@ -152,5 +169,6 @@ def evaluate_samples(
         "temperature": temperature,
         "top_k": top_k,
         "top_p": top_p,
+        "guidance": guidance,
         "seed": seed,
     }

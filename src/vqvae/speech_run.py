@@ -252,16 +252,18 @@ def code_windows(run: str | os.PathLike, split: str, window: int, data: str | No
 
 def sample_speech(run: str | os.PathLike, n: int, *, prior: str | None = None, label: int | None = None,
                   speaker: str | None = None, temperature: float = 1.0, top_k: int | None = None,
-                  top_p: float | None = None, seed: int = 0, device: str = "cpu") -> tuple[Tensor, list[Tensor]]:
+                  top_p: float | None = None, guidance: float | None = None, seed: int = 0,
+                  device: str = "cpu") -> tuple[Tensor, list[Tensor]]:
     """Sample ``n`` code windows from a prior of the run and decode them by ``speaker``
     (default: the speakers in turn). Returns ``(codes (n, W), waveforms)``."""
-    from vqvae.generate import prior_folder
+    from vqvae.generate import prior_folder, prior_guidance
 
     model = load(run, device)
     prior_model = load(prior_folder(run, prior), device)
+    guidance = prior_guidance(run, prior, guidance)
     generator = torch.Generator(device).manual_seed(seed)
     codes = prior_model.sample(n, label=label, temperature=temperature, top_k=top_k, top_p=top_p,
-                               generator=generator).cpu()
+                               guidance=guidance, generator=generator).cpu()
     speakers = None
     if model.config.num_speakers:
         speakers = torch.full((n,), speaker_index(run, speaker)) if speaker is not None \

@@ -3,11 +3,11 @@
 Both priors share one contract: ``forward(codes, label) -> logits (B, K, *S)`` where a
 position's logits depend only on the codes before it in raster order, ``loss`` (nats per
 code), ``log_prob`` (nats per sample) and ``sample(n, label, temperature, top_k, top_p,
-generator)``.
+generator, use_cache, guidance)``, classifier-free guidance included.
 """
 
 from vqvae.priors.pixelcnn import GatedLayer, PixelCNNConfig, PixelCNNPrior
-from vqvae.priors.sampling import draw, filter_logits
+from vqvae.priors.sampling import draw, filter_logits, guide
 from vqvae.priors.transformer import KVCache, TransformerConfig, TransformerPrior
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "TransformerPrior",
     "draw",
     "filter_logits",
+    "guide",
 ]

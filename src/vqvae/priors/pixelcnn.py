@@ -25,12 +25,18 @@ from torch import Tensor, nn
 from vqvae.priors.sampling import (
     check_codes,
     check_filter,
+    check_guidance,
+    check_label_dropout,
     check_positive,
     check_sample_request,
     draw,
+    drop_labels,
     filter_logits,
+    guide,
     known_settings,
+    label_table_size,
     resolve_labels,
+    with_no_label,
 )
 
 
@@ -48,6 +54,9 @@ class PixelCNNConfig:
         first_kernel_size: odd filter size of the first layer (a wide first receptive field).
         head_width: channels of the hidden 1x1 convolution of the output head; None: the
             head is ReLU then one 1x1 convolution to K logits.
+        label_dropout: a conditional prior's label is replaced by "no label" with this
+            probability in training, which makes classifier-free guidance possible
+            (``sample(..., guidance=g)``); 0 disables both.
     """
 
     codebook_size: int
@@ -58,6 +67,7 @@ class PixelCNNConfig:
     kernel_size: int = 3
     first_kernel_size: int = 7
     head_width: int | None = 512
+    label_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         if isinstance(self.latent_shape, (str, bytes)) or not isinstance(
@@ -85,6 +95,7 @@ class PixelCNNConfig:
             check_positive(name, value)
             if value % 2 == 0 or value < 3:
                 raise ValueError(f"{name} must be odd and >= 3, got {value}")
+        check_label_dropout(self.label_dropout)
 
     @property
     def num_positions(self) -> int:
@@ -96,7 +107,8 @@ class PixelCNNConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> PixelCNNConfig:
-        return cls(**known_settings(cls, values))
+        # Configs written before label_dropout existed were trained without it.
+        return cls(**{"label_dropout": 0.0, **known_settings(cls, values)})
 
 
 class GatedLayer(nn.Module):
@@ -107,10 +119,11 @@ class GatedLayer(nn.Module):
         kernel_size: odd n of the n×n receptive field.
         first: mask type A (the horizontal stack excludes the current position, and is
             not residual, since its input is the current code).
-        num_classes: classes of the conditional bias, or None.
+        labels: rows of the conditional bias (the classes, plus "no label" when labels
+            are dropped in training), or 0 for none.
     """
 
-    def __init__(self, width: int, kernel_size: int, first: bool, num_classes: int | None) -> None:
+    def __init__(self, width: int, kernel_size: int, first: bool, labels: int) -> None:
         super().__init__()
         self.reach = k = kernel_size // 2
         self.first = first
@@ -118,7 +131,7 @@ class GatedLayer(nn.Module):
         self.vertical_to_horizontal = nn.Conv2d(2 * width, 2 * width, 1)
         self.horizontal = nn.Conv2d(width, 2 * width, (1, k if first else k + 1))
         self.horizontal_out = nn.Conv2d(width, width, 1)
-        self.label_bias = nn.Embedding(num_classes, 2 * width) if num_classes else None
+        self.label_bias = nn.Embedding(labels, 2 * width) if labels else None
 
     def vertical_stack(self, v: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
         """Next vertical features and the link to the horizontal stack (not yet shifted).
@@ -178,10 +191,9 @@ class PixelCNNPrior(nn.Module):
             config = PixelCNNConfig(codebook_size, latent_shape, **settings)
         self.config = c = config
         self.embedding = nn.Embedding(c.codebook_size, c.width)
+        labels = label_table_size(c.num_classes, c.label_dropout) if c.num_classes else 0
         self.layers = nn.ModuleList(
-            GatedLayer(
-                c.width, c.first_kernel_size if i == 0 else c.kernel_size, i == 0, c.num_classes
-            )
+            GatedLayer(c.width, c.first_kernel_size if i == 0 else c.kernel_size, i == 0, labels)
             for i in range(c.depth)
         )
         hidden = [nn.Conv2d(c.width, c.head_width, 1), nn.ReLU()] if c.head_width else []
@@ -211,6 +223,8 @@ class PixelCNNPrior(nn.Module):
         """
         codes = check_codes(codes, self.config.codebook_size, self.config.latent_shape)
         labels = resolve_labels(label, codes.shape[0], self.config.num_classes, codes.device)
+        if self.training:
+            labels = drop_labels(labels, self.config.label_dropout, self.config.num_classes)
         return self.head(self._features(codes, self._biases(labels)))
 
     def loss(self, codes: Tensor, label: int | Tensor | None = None) -> Tensor:
@@ -235,6 +249,7 @@ class PixelCNNPrior(nn.Module):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        guidance: float = 1.0,
     ) -> Tensor:
         """Draw ``n`` code grids in raster order, on the prior's device, in eval mode.
 
@@ -246,6 +261,9 @@ class PixelCNNPrior(nn.Module):
             use_cache: True runs the vertical stack once per row and the horizontal stack
                 on the current row only; False runs one full forward per position (on the
                 rows up to the current one), the slow reference. Both compute the same logits.
+            guidance: classifier-free guidance scale (see :mod:`vqvae.priors.sampling`);
+                1.0 samples ``p(codes | label)`` itself. Other values need a prior trained
+                with ``label_dropout`` > 0, and cost a second pass per sample.
 
         Returns:
             Codes, int64.
@@ -256,12 +274,19 @@ class PixelCNNPrior(nn.Module):
         device = self.embedding.weight.device
         check_sample_request(n, generator, device)
         check_filter(temperature, top_k, top_p)
-        biases = self._biases(resolve_labels(label, n, self.config.num_classes, device))
-        height, width = self.config.latent_shape
+        config = self.config
+        check_guidance(guidance, config.num_classes, config.label_dropout)
+        labels = resolve_labels(label, n, config.num_classes, device)
+        guided = guidance != 1.0
+        if guided:  # rows n.. are the same samples without their labels
+            labels = with_no_label(labels, config.num_classes)
+        biases = self._biases(labels)
+        height, width = config.latent_shape
         was_training = self.training
         self.eval()
         try:
-            codes = torch.zeros(n, height, width, dtype=torch.long, device=device)
+            rows = 2 * n if guided else n
+            codes = torch.zeros(rows, height, width, dtype=torch.long, device=device)
             for r in range(height):
                 contexts = self._contexts_from_above(codes, biases, r) if use_cache else None
                 for c in range(width):
@@ -270,12 +295,13 @@ class PixelCNNPrior(nn.Module):
                     else:  # rows below r cannot reach row r: run on rows [0, r] alone
                         features = self._features(codes[:, : r + 1], biases)  # (B, C, r+1, W)
                         logits = self.head(features[:, :, r : r + 1, c : c + 1]).flatten(1)
-                    codes[:, r, c] = draw(
-                        filter_logits(logits, temperature, top_k, top_p), generator
-                    )
+                    if guided:
+                        logits = guide(logits, guidance)  # (n, K)
+                    code = draw(filter_logits(logits, temperature, top_k, top_p), generator)
+                    codes[:, r, c] = code.repeat(2) if guided else code
         finally:
             self.train(was_training)
-        return codes
+        return codes[:n]
 
     # ------------------------------------------------------------------ internals
 

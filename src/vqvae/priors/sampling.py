@@ -7,6 +7,14 @@ position i; :func:`filter_logits` reshapes them (temperature, top-k, top-p) and
 through these two functions, one call per position, so a seeded generator is consumed
 in the same order whichever prior or code path (cached or not) samples.
 
+Classifier-free guidance (Ho & Salimans 2022): a conditional prior trained with
+``label_dropout`` > 0 sees its label replaced by an extra "no label" class (index
+``num_classes``) that often (:func:`drop_labels`), so one network learns both
+``p(code | label)`` and ``p(code)``. Sampling with ``guidance`` g != 1 runs each sample
+twice, with its label and with no label, and draws from ``u + g·(c − u)`` of the two
+logit rows (:func:`guide`): g = 1 is plain conditional sampling, g > 1 favours codes that
+the label makes more likely.
+
 Letters: B batch, K codebook size, S the latent axes (``latent_shape``).
 """
 
@@ -93,6 +101,68 @@ def draw(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """
     probs = logits.softmax(dim=-1)  # (B, K)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def check_guidance(guidance: float, num_classes: int | None, label_dropout: float) -> None:
+    """Raise unless ``guidance`` is a finite number >= 0 that this prior can use."""
+    if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real):
+        raise TypeError(f"guidance must be a number >= 0, got {guidance!r}")
+    if not (guidance >= 0 and math.isfinite(guidance)):
+        raise ValueError(f"guidance must be >= 0 and finite, got {guidance}: use 1.0 for plain sampling")
+    if guidance != 1.0 and not (num_classes and label_dropout > 0):
+        raise ValueError(
+            f"guidance={guidance} needs a class-conditional prior trained with label_dropout > 0 "
+            f"(this one has num_classes={num_classes}, label_dropout={label_dropout}): use "
+            f"guidance=1.0, or train the prior with --label-dropout 0.1"
+        )
+
+
+# The guidance `vqvae sample` and `evaluate-samples` use for a prior that allows it. On
+# MNIST (the issue's 8-minute prior, 100 samples per digit) guidance 1 / 1.5 / 2 / 3 gave
+# label accuracy 86.6 / 96.8 / 99.6 / 99.8 % and Fréchet distance 10.4 / 5.9 / 5.2 / 5.8:
+# 2 is the best of those on the distance to real digits as well as on the label.
+DEFAULT_GUIDANCE = 2.0
+
+
+def default_guidance(num_classes: int | None, label_dropout: float) -> float:
+    """``DEFAULT_GUIDANCE`` for a class-conditional prior trained with label dropout, else 1.0."""
+    return DEFAULT_GUIDANCE if num_classes and label_dropout > 0 else 1.0
+
+
+def check_label_dropout(label_dropout: float) -> None:
+    """Raise unless ``label_dropout`` (a config field) lies in [0, 1)."""
+    if isinstance(label_dropout, bool) or not isinstance(label_dropout, numbers.Real):
+        raise TypeError(f"label_dropout must be a number in [0, 1), got {label_dropout!r}")
+    if not 0 <= label_dropout < 1:
+        raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout}")
+
+
+def label_table_size(num_classes: int, label_dropout: float) -> int:
+    """Rows of a label embedding: the classes, plus "no label" when labels are dropped."""
+    return num_classes + 1 if label_dropout > 0 else num_classes
+
+
+def drop_labels(labels: Tensor | None, label_dropout: float, num_classes: int | None) -> Tensor | None:
+    """Training only: each label becomes "no label" (``num_classes``) with probability ``label_dropout``."""
+    if labels is None or label_dropout == 0:
+        return labels
+    dropped = torch.rand(labels.shape, device=labels.device) < label_dropout
+    return labels.masked_fill(dropped, num_classes)
+
+
+def with_no_label(labels: Tensor, num_classes: int) -> Tensor:
+    """``(B,) -> (2B,)``: the labels, then as many "no label" entries, for :func:`guide`."""
+    return torch.cat([labels, torch.full_like(labels, num_classes)])
+
+
+def guide(logits: Tensor, guidance: float) -> Tensor:
+    """Guided logits ``u + g·(c − u)`` from conditional rows c stacked over unconditional rows u.
+
+    Shapes:
+        ``(2B, K) -> (B, K)``
+    """
+    conditional, unconditional = logits.chunk(2)
+    return unconditional + guidance * (conditional - unconditional)
 
 
 def check_codes(codes: Tensor, codebook_size: int, latent_shape: Sequence[int]) -> Tensor:

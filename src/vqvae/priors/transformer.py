@@ -25,12 +25,18 @@ from torch import Tensor, nn
 from vqvae.priors.sampling import (
     check_codes,
     check_filter,
+    check_guidance,
+    check_label_dropout,
     check_positive,
     check_sample_request,
     draw,
+    drop_labels,
     filter_logits,
+    guide,
     known_settings,
+    label_table_size,
     resolve_labels,
+    with_no_label,
 )
 
 MLP_RATIO = 4
@@ -52,6 +58,9 @@ class TransformerConfig:
         label_bias: a conditional prior also adds a learned embedding of the label to the
             input at every position, besides the start token, so that each position sees
             the class directly instead of having to find it by attention.
+        label_dropout: a conditional prior's label is replaced by "no label" with this
+            probability in training, which makes classifier-free guidance possible
+            (``sample(..., guidance=g)``); 0 disables both.
     """
 
     codebook_size: int
@@ -63,6 +72,7 @@ class TransformerConfig:
     dropout: float = 0.0
     tie_weights: bool = False
     label_bias: bool = True
+    label_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         if isinstance(self.latent_shape, (str, bytes)) or not isinstance(
@@ -92,6 +102,7 @@ class TransformerConfig:
             )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        check_label_dropout(self.label_dropout)
         for name in ("tie_weights", "label_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -111,8 +122,8 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TransformerConfig:
-        # Configs written before label_bias existed were trained without it.
-        return cls(**{"label_bias": False, **known_settings(cls, values)})
+        # Configs written before label_bias or label_dropout existed were trained without them.
+        return cls(**{"label_bias": False, "label_dropout": 0.0, **known_settings(cls, values)})
 
 
 class KVCache:
@@ -247,9 +258,10 @@ class TransformerPrior(nn.Module):
             config = TransformerConfig(codebook_size, latent_shape, **settings)
         self.config = c = config
         self.code_embedding = nn.Embedding(c.codebook_size, c.width)
-        self.start = nn.Embedding(c.num_classes or 1, c.width)  # label tokens, or one BOS
+        labels = label_table_size(c.num_classes, c.label_dropout) if c.num_classes else 0
+        self.start = nn.Embedding(labels or 1, c.width)  # label tokens, or one BOS
         self.positions = AxisPositions(c.latent_shape, c.width)
-        self.label_bias = nn.Embedding(c.num_classes, c.width) if c.num_classes and c.label_bias else None
+        self.label_bias = nn.Embedding(labels, c.width) if labels and c.label_bias else None
         self.embedding_dropout = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c.width, c.num_heads, c.dropout) for _ in range(c.depth))
         self.final_norm = nn.LayerNorm(c.width)
@@ -283,6 +295,8 @@ class TransformerPrior(nn.Module):
         codes = check_codes(codes, c.codebook_size, c.latent_shape)
         B = codes.shape[0]
         labels = resolve_labels(label, B, c.num_classes, codes.device)
+        if self.training:
+            labels = drop_labels(labels, c.label_dropout, c.num_classes)
         start = self._start(labels, B)  # (B, 1, C)
         previous = self.code_embedding(codes.flatten(1)[:, :-1])  # (B, T-1, C)
         x = torch.cat([start, previous], dim=1) + self.positions()  # (B, T, C)
@@ -314,6 +328,7 @@ class TransformerPrior(nn.Module):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        guidance: float = 1.0,
     ) -> Tensor:
         """Draw ``n`` code grids in raster order, on the prior's device, in eval mode.
 
@@ -325,6 +340,9 @@ class TransformerPrior(nn.Module):
             use_cache: True feeds one position per step and keeps every layer's keys and
                 values in a preallocated :class:`KVCache`; False recomputes the whole
                 prefix each step, the slow reference. Both give the same codes.
+            guidance: classifier-free guidance scale (see :mod:`vqvae.priors.sampling`);
+                1.0 samples ``p(codes | label)`` itself. Other values need a prior trained
+                with ``label_dropout`` > 0, and cost a second pass per sample.
 
         Returns:
             Codes, int64.
@@ -336,18 +354,25 @@ class TransformerPrior(nn.Module):
         device = self.code_embedding.weight.device
         check_sample_request(n, generator, device)
         check_filter(temperature, top_k, top_p)
+        check_guidance(guidance, c.num_classes, c.label_dropout)
         labels = resolve_labels(label, n, c.num_classes, device)
-        start = self._start(labels, n)  # (n, 1, C)
-        bias = self._label_bias(labels)  # (n, 1, C) or 0
+        guided = guidance != 1.0
+        if guided:  # rows n.. are the same samples without their labels
+            labels = with_no_label(labels, c.num_classes)
+        start = self._start(labels, n)  # (B, 1, C), B = n, or 2n when guided
+        bias = self._label_bias(labels)  # (B, 1, C) or 0
 
         def pick(logits: Tensor) -> Tensor:  # (B, K) -> (B,)
-            return draw(filter_logits(logits, temperature, top_k, top_p), generator)
+            if guided:
+                logits = guide(logits, guidance)  # (n, K)
+            code = draw(filter_logits(logits, temperature, top_k, top_p), generator)
+            return code.repeat(2) if guided else code
 
         was_training = self.training
         self.eval()
         try:
             run = self._sample_cached if use_cache else self._sample_uncached
-            codes = run(start, bias, pick)
+            codes = run(start, bias, pick)[:n]
         finally:
             self.train(was_training)
         return codes.view(n, *c.latent_shape)
