@@ -36,7 +36,8 @@ def fsdd_mini(tmp_path_factory):
 def speech_run(fsdd_mini, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "speech"
     assert main(["train", "--data", "fsdd", "--data-dir", str(fsdd_mini), "--out", str(run), *TINY,
-                 "--max-steps", "3", "--val-every", "3", "--log-every", "1", "--no-progress"]) == 0
+                 "--mel-weight", "0.5", "--max-steps", "3", "--val-every", "3", "--log-every", "1",
+                 "--no-progress"]) == 0
     return run
 
 
@@ -45,6 +46,7 @@ def test_train_records_a_speech_run(speech_run):
     assert config["kind"] == "speech"
     assert config["data"]["speakers"] == ["george", "theo"]
     assert config["model"]["num_speakers"] == 2 and config["model"]["downsamples"] == 6
+    assert config["model"]["mel_weight"] == 0.5
     records = [json.loads(line) for line in (speech_run / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["split"] == "val" and records[-1]["clips"] == 12
 

@@ -41,6 +41,7 @@ MODEL_FLAGS = {
     "--decoder-depth": ("decoder_depth", int, "PixelCNN decoder gated layers (default 8); "
                         "audio: ConvNeXt blocks of the spectral decoder (default 8)"),
     "--speaker-dim": ("speaker_dim", int, "audio only: size of the learned speaker embedding (default 64)"),
+    "--mel-weight": ("mel_weight", float, "audio only: weight of the log-mel term of the loss (default 1)"),
 }
 TRAIN_FLAGS = {
     "--batch-size": ("batch_size", int, "batch size (default 128)"),
