@@ -11,7 +11,7 @@ import torch
 
 from vqvae.checkpoint import CONFIG_FILE, load, read_config, write_bytes
 from vqvae.figures import to_uint8
-from vqvae.priors.sampling import default_guidance
+from vqvae.priors.sampling import resolve_guidance
 from vqvae.tokenizer import write_images
 
 
@@ -35,15 +35,6 @@ def prior_folder(run: str | os.PathLike, prior: str | None = None) -> Path:
     if prior not in names:
         raise FileNotFoundError(f"{run} has no prior named {prior!r}; it has: {', '.join(names) or 'none'}")
     return Path(run) / "priors" / prior
-
-
-def prior_guidance(run: str | os.PathLike, prior: str | None = None, guidance: float | None = None) -> float:
-    """``guidance``, or when None the prior's default: 2.0 if it was trained with label
-    dropout, else 1.0 (plain sampling)."""
-    if guidance is not None:
-        return guidance
-    model = read_config(prior_folder(run, prior))["model"]
-    return default_guidance(model.get("num_classes"), model.get("label_dropout", 0.0))
 
 
 @torch.no_grad()
@@ -70,7 +61,7 @@ def sample_images(
         label: a class index, or ``(n,)`` class indices, for a class-conditional prior.
         temperature, top_k, top_p: sampling filters.
         guidance: classifier-free guidance scale; 1.0 samples the prior as it is; None:
-            the prior's default (see :func:`prior_guidance`).
+            the prior's default (see :func:`~vqvae.priors.sampling.resolve_guidance`).
         seed: the same seed gives the same samples.
 
     Returns:
@@ -80,7 +71,7 @@ def sample_images(
         raise ValueError(f"-n must be at least 1, got {n}")
     tokenizer = load(run, device)
     model = load(prior_folder(run, prior), device)
-    guidance = prior_guidance(run, prior, guidance)
+    guidance = resolve_guidance(guidance, model.config.num_classes, model.config.label_dropout)
     labels = label
     if isinstance(label, int):
         labels = torch.full((n,), label, dtype=torch.long)
@@ -147,7 +138,8 @@ def evaluate_samples(
         val_images=held_out.images, val_labels=held_out.labels, steps=classifier_steps, device=device,
     )
     requested = torch.arange(len(classes)).repeat_interleave(per_class)
-    guidance = prior_guidance(run, prior, guidance)
+    settings = read_config(prior_folder(run, prior))["model"]  # the guidance used goes in the report
+    guidance = resolve_guidance(guidance, settings.get("num_classes"), settings.get("label_dropout", 0.0))
     _, images = sample_images(run, len(requested), prior=prior, label=requested,
                               temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance,
                               seed=seed, device=device)

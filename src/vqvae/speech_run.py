@@ -256,11 +256,12 @@ def sample_speech(run: str | os.PathLike, n: int, *, prior: str | None = None, l
                   device: str = "cpu") -> tuple[Tensor, list[Tensor]]:
     """Sample ``n`` code windows from a prior of the run and decode them by ``speaker``
     (default: the speakers in turn). Returns ``(codes (n, W), waveforms)``."""
-    from vqvae.generate import prior_folder, prior_guidance
+    from vqvae.generate import prior_folder
+    from vqvae.priors.sampling import resolve_guidance
 
     model = load(run, device)
     prior_model = load(prior_folder(run, prior), device)
-    guidance = prior_guidance(run, prior, guidance)
+    guidance = resolve_guidance(guidance, prior_model.config.num_classes, prior_model.config.label_dropout)
     generator = torch.Generator(device).manual_seed(seed)
     codes = prior_model.sample(n, label=label, temperature=temperature, top_k=top_k, top_p=top_p,
                                guidance=guidance, generator=generator).cpu()

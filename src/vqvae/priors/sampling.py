@@ -124,8 +124,11 @@ def check_guidance(guidance: float, num_classes: int | None, label_dropout: floa
 DEFAULT_GUIDANCE = 2.0
 
 
-def default_guidance(num_classes: int | None, label_dropout: float) -> float:
-    """``DEFAULT_GUIDANCE`` for a class-conditional prior trained with label dropout, else 1.0."""
+def resolve_guidance(guidance: float | None, num_classes: int | None, label_dropout: float) -> float:
+    """``guidance``, or when None the prior's default: ``DEFAULT_GUIDANCE`` for a
+    class-conditional prior trained with label dropout, else 1.0 (plain sampling)."""
+    if guidance is not None:
+        return guidance
     return DEFAULT_GUIDANCE if num_classes and label_dropout > 0 else 1.0
 
 
