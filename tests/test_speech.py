@@ -348,3 +348,55 @@ def test_config_survives_a_json_round_trip():
 def test_bad_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         SpeechVQVAEConfig(**settings)
+
+
+def test_cycle_loss_reencodes_the_conversion_and_is_off_by_default():
+    x, speakers = sines(2, 512), torch.tensor([0, 1])
+    others = torch.tensor([1, 0])
+    model = tiny(num_speakers=2, cycle_weight=0.5).eval()
+    out = model(x, speakers, others)
+    with torch.no_grad():  # what the term is: the conversion, encoded, against the codes
+        codes = model.quantizer.decode(out.indices)  # (B, D, L)
+        converted = model.decoder(codes, model.speaker_embedding(others))
+        expected = (model.encoder(converted) - codes).pow(2).mean() / codes.pow(2).mean()
+    torch.testing.assert_close(out.cycle_loss, expected)
+    assert out.cycle_loss.item() > 0
+    torch.testing.assert_close(out.loss, out.reconstruction_loss + out.quantizer_loss + 0.5 * out.cycle_loss)
+    # No cycle speakers, or weight 0 (the default): the term is absent.
+    assert model(x, speakers).cycle_loss.item() == 0
+    assert tiny(num_speakers=2).eval()(x, speakers, others).cycle_loss.item() == 0
+    assert SpeechVQVAEConfig.from_dict({"num_speakers": 2}).cycle_weight == 0
+
+
+def test_cycle_loss_trains_the_decoder_through_the_conversion():
+    x, speakers, others = sines(2, 512), torch.tensor([0, 1]), torch.tensor([1, 0])
+    model = tiny(num_speakers=2, cycle_weight=1.0).eval()
+    model(x, speakers, others).cycle_loss.backward()
+    assert model.speaker_embedding.weight.grad[1].abs().sum() > 0  # reached via clip 0's conversion
+    assert model.decoder.conv_in.weight.grad.abs().sum() > 0
+    assert model.encoder.net[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="cycle_weight"):
+        tiny(cycle_weight=-1.0)
+
+
+def test_content_norm_removes_each_channels_clip_statistics_and_ignores_padding():
+    model = tiny(content_norm=True).eval()
+    with torch.no_grad():  # a trained encoder's output varies far more than the norm's epsilon
+        model.encoder.net[-1].weight.mul_(100)
+    x = sines(3, 1024)
+    with torch.no_grad():
+        z = model._content(x)  # (B, D, L)
+    torch.testing.assert_close(z.mean(-1), torch.zeros(3, z.shape[1]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.var(-1, unbiased=False), torch.ones(3, z.shape[1]), atol=1e-3, rtol=0)
+    # A short clip padded into a batch: its statistics come from its own 10 steps only.
+    padded = torch.cat([torch.nn.functional.pad(x[:1, :, :640], (0, 384)), x[1:2]])
+    with torch.no_grad():
+        z = model._content(padded, torch.tensor([640, 1024]))
+        raw = model.encoder(padded)[0, :, :10]  # (D, 10)
+    mean, var = raw.mean(-1, keepdim=True), raw.var(-1, unbiased=False, keepdim=True)
+    torch.testing.assert_close(z[0, :, :10], (raw - mean) / torch.sqrt(var + 1e-5))
+    torch.testing.assert_close(z[1], model._content(x[1:2])[0])
+    assert not tiny().config.content_norm
+    assert SpeechVQVAEConfig.from_dict({"num_speakers": 2}).content_norm is False
+    with pytest.raises(ValueError, match="content_norm"):
+        tiny(content_norm=1)

@@ -42,6 +42,9 @@ MODEL_FLAGS = {
                         "audio: ConvNeXt blocks of the spectral decoder (default 8)"),
     "--speaker-dim": ("speaker_dim", int, "audio only: size of the learned speaker embedding (default 64)"),
     "--mel-weight": ("mel_weight", float, "audio only: weight of the log-mel term of the loss (default 1)"),
+    "--cycle-weight": ("cycle_weight", float,
+                       "audio only: weight of the content-cycle term: clips decoded as another "
+                       "speaker must encode to their own codes (default 0)"),
 }
 TRAIN_FLAGS = {
     "--batch-size": ("batch_size", int, "batch size (default 128)"),
@@ -106,6 +109,8 @@ def _add_train(sub) -> None:
         p.add_argument(flag, type=kind, help=text)
     p.add_argument("--kmeans-init", action=argparse.BooleanOptionalAction, default=None,
                    help="start the codebook from k-means on the first batch (default on)")
+    p.add_argument("--content-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="audio: instance-normalise the encoder output over each clip (default off)")
     p.add_argument("--max-steps", type=int, help="total steps of the run (default 250000)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="wall-time limit of this invocation's training loop, validation included")
@@ -256,6 +261,7 @@ def _train(args: argparse.Namespace) -> None:
 
     model = {field: getattr(args, _dest(flag)) for flag, (field, _, _) in MODEL_FLAGS.items()}
     model["kmeans_init"] = args.kmeans_init
+    model["content_norm"] = args.content_norm
     model = {k: v for k, v in model.items() if v is not None}
     if args.resume:
         kind = read_config(args.out)["kind"]

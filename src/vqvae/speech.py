@@ -55,6 +55,7 @@ DECODER_MIN_CHANNELS = 32  # channel floor of the high-rate decoder stages
 MAGNITUDE_FLOOR = 1e-7**0.5
 _SLOPE = 0.2  # leaky-ReLU slope of the upsampling decoder
 CONVNEXT_EXPANSION = 3  # hidden width of a ConvNeXt block's MLP, in channels
+CONTENT_NORM_EPS = 1e-5  # added to each channel's variance by the content normalisation
 MAX_LOG_MAGNITUDE = math.log(1e3)  # the spectral decoder's |S| cap: 10x a full-scale sine's
 DECODERS = ("spectral", "upsample")
 
@@ -131,6 +132,15 @@ class SpeechVQVAEConfig:
             terms spend most of their bins above 2 kHz, where speech has little to tell
             apart; the mel scale gives the formants below it, which carry the words,
             their due share.
+        cycle_weight: weight of the content-cycle term (see :meth:`SpeechVQVAE.forward`):
+            each training clip is also decoded as another speaker and re-encoded, and the
+            re-encoding must land on the clip's own code vectors. Reconstruction alone
+            never shows the decoder a voice that does not match the codes; this term
+            trains exactly the conversion of §4.3 to keep the content. 0: off.
+        content_norm: normalise each channel of the encoder output over the clip's time
+            (instance normalisation, as in AdaIN-VC, Chou et al. 2019) before the lookup.
+            What stays constant through a clip, the voice and the microphone, is then not
+            in the codes, and the decoder must take it from the speaker embedding.
         seed: seeds the codebook initialisation and resets.
     """
 
@@ -156,6 +166,8 @@ class SpeechVQVAEConfig:
     stft_resolutions: tuple[tuple[int, int, int], ...] = DEFAULT_STFT_RESOLUTIONS
     waveform_weight: float = 1.0
     mel_weight: float = 1.0
+    cycle_weight: float = 0.0
+    content_norm: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -173,6 +185,8 @@ class SpeechVQVAEConfig:
             _check_int(name, getattr(self, name), 1)
         for name in ("residual_blocks", "num_speakers", "seed"):
             _check_int(name, getattr(self, name), 0)
+        if not isinstance(self.content_norm, bool):
+            raise ValueError(f"model.content_norm must be true or false, got {self.content_norm!r}")
         if not isinstance(self.speaker_scale, bool):
             raise ValueError(f"model.speaker_scale must be true or false, got {self.speaker_scale!r}")
         if self.decoder not in DECODERS:
@@ -187,6 +201,7 @@ class SpeechVQVAEConfig:
             _check_int("dead_code_window", self.dead_code_window, 1)
         _check_float("waveform_weight", self.waveform_weight, 0.0)
         _check_float("mel_weight", self.mel_weight, 0.0)
+        _check_float("cycle_weight", self.cycle_weight, 0.0)
         # JSON turns tuples into lists: accept any sequence, keep tuples (hashable, frozen).
         dilations = _int_tuple("decoder_dilations", self.decoder_dilations)
         for d in dilations:
@@ -219,7 +234,8 @@ class SpeechVQVAEConfig:
                 f"newer vqvae? Known: {sorted(known)}"
             )
         # Configs from before these settings existed: upsampling decoder, no mel term.
-        values = {"decoder": "upsample", "mel_weight": 0.0, "speaker_scale": True, **values}
+        values = {"decoder": "upsample", "mel_weight": 0.0, "speaker_scale": True,
+                  "cycle_weight": 0.0, "content_norm": False, **values}
         if "decoder_dilations" in values:
             values["decoder_dilations"] = _int_tuple(
                 "decoder_dilations", values["decoder_dilations"]
@@ -576,7 +592,8 @@ class SpeechOutput:
     Attributes:
         reconstruction: ``(B, 1, T)``, in (-1, 1) from the upsampling decoder, unbounded
             from the spectral one (the losses see it unclipped; ``decode`` clips).
-        loss: reconstruction_loss + quantizer_loss, the training objective.
+        loss: reconstruction_loss + quantizer_loss + cycle_weight · cycle_loss, the
+            training objective.
         reconstruction_loss: stft_loss + mel_weight · mel_loss + waveform_weight · waveform_loss.
         stft_loss: spectral convergence + log-magnitude distance, averaged over resolutions.
         mel_loss: log-mel distance, see :func:`mel_loss`.
@@ -584,6 +601,8 @@ class SpeechOutput:
         quantizer_loss: the quantizer's auxiliary loss.
         commitment_loss, perplexity: from the quantizer.
         indices: ``(B, T / hop)`` codes.
+        cycle_loss: the content-cycle term, unweighted (0 when it is off or no
+            ``cycle_speakers`` were given).
     """
 
     reconstruction: Tensor
@@ -596,6 +615,7 @@ class SpeechOutput:
     commitment_loss: Tensor
     perplexity: Tensor
     indices: Tensor
+    cycle_loss: Tensor
 
 
 class SpeechVQVAE(nn.Module):
@@ -651,12 +671,21 @@ class SpeechVQVAE(nn.Module):
             raise ValueError(f"samples must be a non-negative int, got {samples!r}")
         return -(-samples // self.hop)
 
-    def forward(self, x: Tensor, speakers: Tensor | None = None) -> SpeechOutput:
+    def forward(
+        self, x: Tensor, speakers: Tensor | None = None, cycle_speakers: Tensor | None = None
+    ) -> SpeechOutput:
         """Encode, quantize and decode ``x`` ``(B, 1, T)`` in [-1, 1], T a multiple of ``hop``.
 
         Args:
             x: audio; crop or pad it to a multiple of ``hop`` samples.
             speakers: ``(B,)`` int64 speaker of each clip; None iff ``num_speakers == 0``.
+            cycle_speakers: ``(B,)`` int64 speakers to convert each clip to for the content
+                cycle, used when ``cycle_weight > 0`` (training passes speakers other than
+                ``speakers``). The conversion ``decoder(e, s')`` is encoded again and its
+                encoder output ``ẑ`` is pulled to the codes ``e`` of the clip:
+                ``cycle_loss = ‖ẑ − sg[e]‖² / ‖sg[e]‖²`` (a relative error, so its weight
+                does not depend on the scale the codebook settles at). Its gradient reaches
+                the decoder through the conversion and the encoder through both passes.
 
         Returns:
             A :class:`SpeechOutput` with the reconstruction, the losses and the codes.
@@ -670,7 +699,7 @@ class SpeechVQVAE(nn.Module):
                 f"{self.latent_length(t) * self.hop} samples (encode() pads by itself)"
             )
         speaker = self._speaker_vectors(speakers, x.shape[0])
-        q = self.quantizer(self.encoder(x))
+        q = self.quantizer(self._content(x))
         reconstruction = self.decoder(q.quantized, speaker)  # (B, 1, T)
         c = self.config
         convergence, log_distance = multi_resolution_stft_loss(
@@ -681,9 +710,13 @@ class SpeechVQVAE(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             waveform_loss = F.l1_loss(reconstruction.float(), x.float())
         recon_loss = stft_loss + c.mel_weight * mel + c.waveform_weight * waveform_loss
+        cycle = stft_loss.new_zeros(())
+        if c.cycle_weight and cycle_speakers is not None:
+            converted = self.decoder(q.quantized, self._speaker_vectors(cycle_speakers, x.shape[0]))
+            cycle = self._cycle_loss(self._content(converted), q.quantized.detach())
         return SpeechOutput(
             reconstruction=reconstruction,
-            loss=recon_loss + q.loss,
+            loss=recon_loss + q.loss + c.cycle_weight * cycle,
             reconstruction_loss=recon_loss,
             stft_loss=stft_loss,
             mel_loss=mel,
@@ -692,20 +725,48 @@ class SpeechVQVAE(nn.Module):
             commitment_loss=q.commitment_loss,
             perplexity=q.perplexity,
             indices=q.indices,
+            cycle_loss=cycle,
         )
 
+    @staticmethod
+    def _cycle_loss(encoded: Tensor, codes: Tensor) -> Tensor:
+        """``‖encoded − codes‖² / ‖codes‖²``, in fp32; both ``(B, D, L)``, ``codes`` detached."""
+        with torch.autocast(device_type=codes.device.type, enabled=False):
+            codes = codes.float()
+            return F.mse_loss(encoded.float(), codes) / codes.pow(2).mean().clamp_min(1e-12)
+
+    def _content(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Encoder output ``(B, D, L)`` of ``x`` ``(B, 1, L·hop)``, instance-normalised when
+        ``content_norm``, over the first ``ceil(lengths[i] / hop)`` steps of each row (all of
+        them when ``lengths`` is None), so that padding does not shift the statistics."""
+        z = self.encoder(x)
+        if not self.config.content_norm:
+            return z
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            z = z.float()
+            if lengths is None:
+                mask = z.new_ones(z.shape[0], 1, z.shape[-1])
+            else:
+                steps = -(-lengths.to(z.device) // self.hop)  # (B,)
+                mask = (torch.arange(z.shape[-1], device=z.device) < steps[:, None]).unsqueeze(1).float()
+            count = mask.sum(-1, keepdim=True).clamp_min(1)  # (B, 1, 1)
+            mean = (z * mask).sum(-1, keepdim=True) / count  # (B, D, 1)
+            var = ((z - mean).square() * mask).sum(-1, keepdim=True) / count
+            return (z - mean) * torch.rsqrt(var + CONTENT_NORM_EPS)
+
     @torch.no_grad()
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Codes ``(B, ceil(T / hop))`` int64 of audio ``x`` ``(B, 1, T)`` in [-1, 1].
 
         The speaker plays no part. A length that is not a multiple of ``hop`` is padded
-        with silence at the end.
+        with silence at the end. ``lengths`` ``(B,)``: samples of each row that are audio,
+        not batch padding (only a model with ``content_norm`` reads them).
         """
         self._check_audio(x)
         pad = self.latent_length(x.shape[-1]) * self.hop - x.shape[-1]
         if pad:
             x = F.pad(x, (0, pad))  # (B, 1, L·hop)
-        return self.quantizer.encode(self.encoder(x))
+        return self.quantizer.encode(self._content(x, lengths))
 
     @torch.no_grad()
     def decode(self, codes: Tensor, speakers: Tensor | None = None) -> Tensor:

@@ -75,7 +75,8 @@ def encode_clips(model: SpeechVQVAE, clips: Sequence[Tensor], batch_size: int = 
         x = torch.zeros(len(batch), 1, length)
         for row, i in enumerate(batch):
             x[row, 0, : clips[i].numel()] = clips[i]
-        codes = model.encode(x.to(device)).cpu()  # (B, L)
+        lengths = torch.tensor([clips[i].numel() for i in batch])
+        codes = model.encode(x.to(device), lengths.to(device)).cpu()  # (B, L)
         for row, i in enumerate(batch):
             out[i] = codes[row, : model.latent_length(clips[i].numel())]
     return out
