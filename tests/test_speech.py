@@ -358,7 +358,7 @@ def test_cycle_loss_reencodes_the_conversion_and_is_off_by_default():
     with torch.no_grad():  # what the term is: the conversion, encoded, against the codes
         codes = model.quantizer.decode(out.indices)  # (B, D, L)
         converted = model.decoder(codes, model.speaker_embedding(others))
-        expected = (model.encoder(converted) - codes).pow(2).mean() / codes.pow(2).mean()
+        expected = (model._content(converted) - codes).pow(2).mean() / codes.pow(2).mean()
     torch.testing.assert_close(out.cycle_loss, expected)
     assert out.cycle_loss.item() > 0
     torch.testing.assert_close(out.loss, out.reconstruction_loss + out.quantizer_loss + 0.5 * out.cycle_loss)
@@ -380,7 +380,7 @@ def test_cycle_loss_trains_the_decoder_through_the_conversion():
 
 
 def test_content_norm_removes_each_channels_clip_statistics_and_ignores_padding():
-    model = tiny(content_norm=True).eval()
+    model = tiny(content_norm="output").eval()
     with torch.no_grad():  # a trained encoder's output varies far more than the norm's epsilon
         model.encoder.net[-1].weight.mul_(100)
     x = sines(3, 1024)
@@ -395,8 +395,44 @@ def test_content_norm_removes_each_channels_clip_statistics_and_ignores_padding(
         raw = model.encoder(padded)[0, :, :10]  # (D, 10)
     mean, var = raw.mean(-1, keepdim=True), raw.var(-1, unbiased=False, keepdim=True)
     torch.testing.assert_close(z[0, :, :10], (raw - mean) / torch.sqrt(var + 1e-5))
-    torch.testing.assert_close(z[1], model._content(x[1:2])[0])
-    assert not tiny().config.content_norm
-    assert SpeechVQVAEConfig.from_dict({"num_speakers": 2}).content_norm is False
+    torch.testing.assert_close(z[1], model._content(x[1:2])[0], atol=1e-4, rtol=1e-4)
+    assert tiny().config.content_norm == "layers"
+    assert SpeechVQVAEConfig.from_dict({"num_speakers": 2}).content_norm == "none"
     with pytest.raises(ValueError, match="content_norm"):
-        tiny(content_norm=1)
+        tiny(content_norm=True)
+
+
+def test_layer_norms_follow_each_strided_convolution_and_skip_padding():
+    model = tiny(content_norm="layers").eval()
+    seen = []  # what each ReLU after a strided convolution receives
+    for conv, relu in zip(model.encoder.net[:-1], model.encoder.net[1:]):
+        if isinstance(conv, torch.nn.Conv1d) and conv.stride[0] == 2:
+            relu.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = sines(2, 1024)
+    padded = torch.cat([torch.nn.functional.pad(x[:1, :, :640], (0, 384)), x[1:2]])
+    with torch.no_grad():
+        z = model._content(padded, torch.tensor([640, 1024]))
+    assert len(seen) == 6 and z.shape == (2, 8, 16)
+    for i, h in enumerate(seen):  # row 0: statistics of its first ceil(640 / 2^(i+1)) steps
+        valid = -(-640 // 2 ** (i + 1))
+        torch.testing.assert_close(h[0, :, :valid].mean(-1), torch.zeros(h.shape[1]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(h[1].mean(-1), torch.zeros(h.shape[1]), atol=1e-4, rtol=0)
+        assert h[0, :, valid:].abs().sum() > 0  # the padding is normalised too, not counted
+
+
+def test_instance_norm_counts_only_the_given_steps():
+    from vqvae.speech import _instance_norm
+
+    z = torch.randn(2, 3, 10)
+    out = _instance_norm(z, torch.tensor([4, 10]))
+    head = z[0, :, :4]
+    expected = (head - head.mean(-1, keepdim=True)) / torch.sqrt(head.var(-1, unbiased=False, keepdim=True) + 1e-5)
+    torch.testing.assert_close(out[0, :, :4], expected)
+    torch.testing.assert_close(out[1], _instance_norm(z[1:])[0])
+
+
+def test_a_single_step_clip_encodes_and_normalises_to_zero():
+    from vqvae.speech import _instance_norm
+
+    assert torch.equal(_instance_norm(torch.randn(2, 3, 1)), torch.zeros(2, 3, 1))
+    assert tiny().encode(sines(1, 64)).shape == (1, 1)

@@ -109,8 +109,10 @@ def _add_train(sub) -> None:
         p.add_argument(flag, type=kind, help=text)
     p.add_argument("--kmeans-init", action=argparse.BooleanOptionalAction, default=None,
                    help="start the codebook from k-means on the first batch (default on)")
-    p.add_argument("--content-norm", action=argparse.BooleanOptionalAction, default=None,
-                   help="audio: instance-normalise the encoder output over each clip (default off)")
+    p.add_argument("--content-norm", choices=["none", "output", "layers"], default=None,
+                   help="audio: instance-normalise the encoder over each clip after each strided "
+                        "convolution and at its output (layers, the default), at its output only "
+                        "(output), or not (none)")
     p.add_argument("--max-steps", type=int, help="total steps of the run (default 250000)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="wall-time limit of this invocation's training loop, validation included")

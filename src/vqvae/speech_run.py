@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from vqvae.audio_classifier import audio_accuracy, cached_audio_classifier
@@ -226,7 +227,9 @@ def decode_audio_file(run: str | os.PathLike, codes_path: str | os.PathLike, out
 def code_windows(run: str | os.PathLike, split: str, window: int, data: str | None = None,
                  data_dir: str | None = None, device: str = "cpu") -> tuple[Tensor, Tensor | None]:
     """Fixed windows of ``window`` codes, one per clip, for a prior: each clip's codes from
-    its start, cut or padded with the code of silence. Cached in ``RUN/codes/``.
+    its start, cut, or encoded after padding the clip with silence to the window's length (so
+    the silence is encoded in context, as the encoder's normalisation sees it in a longer
+    recording). Cached in ``RUN/codes/``.
 
     Returns:
         ``(codes (N, window) int64, labels (N,) or None)``.
@@ -239,11 +242,9 @@ def code_windows(run: str | os.PathLike, split: str, window: int, data: str | No
     else:
         model = load(run, device)
         audio = speech_data(run, data, data_dir, split, default_split=split)
-        rows = encode_clips(model, audio.waveforms, device=device)
-        silence = int(model.encode(torch.zeros(1, 1, model.hop, device=device))[0, 0])
-        codes = torch.full((len(rows), window), silence, dtype=torch.long)
-        for i, row in enumerate(rows):
-            codes[i, : min(window, row.numel())] = row[:window]
+        samples = window * model.hop
+        clips = [F.pad(w, (0, max(0, samples - w.numel()))) for w in audio.waveforms]
+        codes = torch.stack([row[:window] for row in encode_clips(model, clips, device=device)])
         labels = audio.labels if audio.labels is not None else torch.full((len(rows),), -1)
         save_codes(path, codes, labels, model.config.codebook_size)
     if labels is not None and bool((labels < 0).all()):
