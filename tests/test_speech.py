@@ -350,35 +350,6 @@ def test_bad_settings_are_refused(settings, message):
         SpeechVQVAEConfig(**settings)
 
 
-def test_cycle_loss_reencodes_the_conversion_and_is_off_by_default():
-    x, speakers = sines(2, 512), torch.tensor([0, 1])
-    others = torch.tensor([1, 0])
-    model = tiny(num_speakers=2, cycle_weight=0.5).eval()
-    out = model(x, speakers, others)
-    with torch.no_grad():  # what the term is: the conversion, encoded, against the codes
-        codes = model.quantizer.decode(out.indices)  # (B, D, L)
-        converted = model.decoder(codes, model.speaker_embedding(others))
-        expected = (model._content(converted) - codes).pow(2).mean() / codes.pow(2).mean()
-    torch.testing.assert_close(out.cycle_loss, expected)
-    assert out.cycle_loss.item() > 0
-    torch.testing.assert_close(out.loss, out.reconstruction_loss + out.quantizer_loss + 0.5 * out.cycle_loss)
-    # No cycle speakers, or weight 0 (the default): the term is absent.
-    assert model(x, speakers).cycle_loss.item() == 0
-    assert tiny(num_speakers=2).eval()(x, speakers, others).cycle_loss.item() == 0
-    assert SpeechVQVAEConfig.from_dict({"num_speakers": 2}).cycle_weight == 0
-
-
-def test_cycle_loss_trains_the_decoder_through_the_conversion():
-    x, speakers, others = sines(2, 512), torch.tensor([0, 1]), torch.tensor([1, 0])
-    model = tiny(num_speakers=2, cycle_weight=1.0).eval()
-    model(x, speakers, others).cycle_loss.backward()
-    assert model.speaker_embedding.weight.grad[1].abs().sum() > 0  # reached via clip 0's conversion
-    assert model.decoder.conv_in.weight.grad.abs().sum() > 0
-    assert model.encoder.net[0].weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="cycle_weight"):
-        tiny(cycle_weight=-1.0)
-
-
 def test_content_norm_removes_each_channels_clip_statistics_and_ignores_padding():
     model = tiny(content_norm="output").eval()
     with torch.no_grad():  # a trained encoder's output varies far more than the norm's epsilon

@@ -36,7 +36,7 @@ def fsdd_mini(tmp_path_factory):
 def speech_run(fsdd_mini, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "speech"
     assert main(["train", "--data", "fsdd", "--data-dir", str(fsdd_mini), "--out", str(run), *TINY,
-                 "--mel-weight", "0.5", "--cycle-weight", "0.5", "--max-steps", "3", "--val-every", "3", "--log-every", "1",
+                 "--mel-weight", "0.5", "--max-steps", "3", "--val-every", "3", "--log-every", "1",
                  "--no-progress"]) == 0
     return run
 
@@ -46,10 +46,16 @@ def test_train_records_a_speech_run(speech_run):
     assert config["kind"] == "speech"
     assert config["data"]["speakers"] == ["george", "theo"]
     assert config["model"]["num_speakers"] == 2 and config["model"]["downsamples"] == 6
-    assert config["model"]["mel_weight"] == 0.5 and config["model"]["cycle_weight"] == 0.5
+    assert config["model"]["mel_weight"] == 0.5 and config["model"]["content_norm"] == "layers"
     records = [json.loads(line) for line in (speech_run / "metrics.jsonl").read_text().splitlines()]
-    assert all(r["cycle_loss"] > 0 for r in records if "split" not in r)  # the loop draws speakers
     assert records[-1]["split"] == "val" and records[-1]["clips"] == 12
+
+
+def test_content_norm_flag_reaches_the_model(fsdd_mini, tmp_path):
+    run = tmp_path / "speech"
+    assert main(["train", "--data", "fsdd", "--data-dir", str(fsdd_mini), "--out", str(run), *TINY,
+                 "--content-norm", "none", "--max-steps", "1", "--val-every", "1", "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["model"]["content_norm"] == "none"
 
 
 def test_reconstruct_convert_and_round_trip_lengths(speech_run, fsdd_mini, tmp_path):

@@ -42,9 +42,6 @@ MODEL_FLAGS = {
                         "audio: ConvNeXt blocks of the spectral decoder (default 8)"),
     "--speaker-dim": ("speaker_dim", int, "audio only: size of the learned speaker embedding (default 64)"),
     "--mel-weight": ("mel_weight", float, "audio only: weight of the log-mel term of the loss (default 1)"),
-    "--cycle-weight": ("cycle_weight", float,
-                       "audio only: weight of the content-cycle term: clips decoded as another "
-                       "speaker must encode to their own codes (default 0)"),
 }
 TRAIN_FLAGS = {
     "--batch-size": ("batch_size", int, "batch size (default 128)"),

@@ -150,11 +150,6 @@ class SpeechVQVAEConfig:
             terms spend most of their bins above 2 kHz, where speech has little to tell
             apart; the mel scale gives the formants below it, which carry the words,
             their due share.
-        cycle_weight: weight of the content-cycle term (see :meth:`SpeechVQVAE.forward`):
-            each training clip is also decoded as another speaker and re-encoded, and the
-            re-encoding must land on the clip's own code vectors. Reconstruction alone
-            never shows the decoder a voice that does not match the codes; this term
-            trains exactly the conversion of §4.3 to keep the content. 0: off.
         content_norm: instance normalisation (each channel to zero mean and unit variance
             over the clip's time, as in AdaIN-VC, Chou et al. 2019) of the encoder: ``"none"``;
             ``"output"``, of its output before the lookup; ``"layers"``, also after each
@@ -189,7 +184,6 @@ class SpeechVQVAEConfig:
     stft_resolutions: tuple[tuple[int, int, int], ...] = DEFAULT_STFT_RESOLUTIONS
     waveform_weight: float = 1.0
     mel_weight: float = 1.0
-    cycle_weight: float = 0.0
     content_norm: str = "layers"
     seed: int = 0
 
@@ -224,7 +218,6 @@ class SpeechVQVAEConfig:
             _check_int("dead_code_window", self.dead_code_window, 1)
         _check_float("waveform_weight", self.waveform_weight, 0.0)
         _check_float("mel_weight", self.mel_weight, 0.0)
-        _check_float("cycle_weight", self.cycle_weight, 0.0)
         # JSON turns tuples into lists: accept any sequence, keep tuples (hashable, frozen).
         dilations = _int_tuple("decoder_dilations", self.decoder_dilations)
         for d in dilations:
@@ -258,7 +251,7 @@ class SpeechVQVAEConfig:
             )
         # Configs from before these settings existed: upsampling decoder, no mel term.
         values = {"decoder": "upsample", "mel_weight": 0.0, "speaker_scale": True,
-                  "cycle_weight": 0.0, "content_norm": "none", **values}
+                  "content_norm": "none", **values}
         if "decoder_dilations" in values:
             values["decoder_dilations"] = _int_tuple(
                 "decoder_dilations", values["decoder_dilations"]
@@ -615,8 +608,7 @@ class SpeechOutput:
     Attributes:
         reconstruction: ``(B, 1, T)``, in (-1, 1) from the upsampling decoder, unbounded
             from the spectral one (the losses see it unclipped; ``decode`` clips).
-        loss: reconstruction_loss + quantizer_loss + cycle_weight · cycle_loss, the
-            training objective.
+        loss: reconstruction_loss + quantizer_loss, the training objective.
         reconstruction_loss: stft_loss + mel_weight · mel_loss + waveform_weight · waveform_loss.
         stft_loss: spectral convergence + log-magnitude distance, averaged over resolutions.
         mel_loss: log-mel distance, see :func:`mel_loss`.
@@ -624,8 +616,6 @@ class SpeechOutput:
         quantizer_loss: the quantizer's auxiliary loss.
         commitment_loss, perplexity: from the quantizer.
         indices: ``(B, T / hop)`` codes.
-        cycle_loss: the content-cycle term, unweighted (0 when it is off or no
-            ``cycle_speakers`` were given).
     """
 
     reconstruction: Tensor
@@ -638,7 +628,6 @@ class SpeechOutput:
     commitment_loss: Tensor
     perplexity: Tensor
     indices: Tensor
-    cycle_loss: Tensor
 
 
 class SpeechVQVAE(nn.Module):
@@ -694,21 +683,12 @@ class SpeechVQVAE(nn.Module):
             raise ValueError(f"samples must be a non-negative int, got {samples!r}")
         return -(-samples // self.hop)
 
-    def forward(
-        self, x: Tensor, speakers: Tensor | None = None, cycle_speakers: Tensor | None = None
-    ) -> SpeechOutput:
+    def forward(self, x: Tensor, speakers: Tensor | None = None) -> SpeechOutput:
         """Encode, quantize and decode ``x`` ``(B, 1, T)`` in [-1, 1], T a multiple of ``hop``.
 
         Args:
             x: audio; crop or pad it to a multiple of ``hop`` samples.
             speakers: ``(B,)`` int64 speaker of each clip; None iff ``num_speakers == 0``.
-            cycle_speakers: ``(B,)`` int64 speakers to convert each clip to for the content
-                cycle, used when ``cycle_weight > 0`` (training passes speakers other than
-                ``speakers``). The conversion ``decoder(e, s')`` is encoded again and its
-                encoder output ``ẑ`` is pulled to the codes ``e`` of the clip:
-                ``cycle_loss = ‖ẑ − sg[e]‖² / ‖sg[e]‖²`` (a relative error, so its weight
-                does not depend on the scale the codebook settles at). Its gradient reaches
-                the decoder through the conversion and the encoder through both passes.
 
         Returns:
             A :class:`SpeechOutput` with the reconstruction, the losses and the codes.
@@ -733,13 +713,9 @@ class SpeechVQVAE(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             waveform_loss = F.l1_loss(reconstruction.float(), x.float())
         recon_loss = stft_loss + c.mel_weight * mel + c.waveform_weight * waveform_loss
-        cycle = stft_loss.new_zeros(())
-        if c.cycle_weight and cycle_speakers is not None:
-            converted = self.decoder(q.quantized, self._speaker_vectors(cycle_speakers, x.shape[0]))
-            cycle = self._cycle_loss(self._content(converted), q.quantized.detach())
         return SpeechOutput(
             reconstruction=reconstruction,
-            loss=recon_loss + q.loss + c.cycle_weight * cycle,
+            loss=recon_loss + q.loss,
             reconstruction_loss=recon_loss,
             stft_loss=stft_loss,
             mel_loss=mel,
@@ -748,15 +724,7 @@ class SpeechVQVAE(nn.Module):
             commitment_loss=q.commitment_loss,
             perplexity=q.perplexity,
             indices=q.indices,
-            cycle_loss=cycle,
         )
-
-    @staticmethod
-    def _cycle_loss(encoded: Tensor, codes: Tensor) -> Tensor:
-        """``‖encoded − codes‖² / ‖codes‖²``, in fp32; both ``(B, D, L)``, ``codes`` detached."""
-        with torch.autocast(device_type=codes.device.type, enabled=False):
-            codes = codes.float()
-            return F.mse_loss(encoded.float(), codes) / codes.pow(2).mean().clamp_min(1e-12)
 
     def _content(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Encoder output ``(B, D, L)`` of ``x`` ``(B, 1, L·hop)``, instance-normalised as

@@ -469,13 +469,8 @@ class _SpeechTask:
         crops = torch.Generator().manual_seed(self.s.train.seed * 7_919 + step)  # a function of the step
         x = self.train_data.crops(idx, self.segment, crops).to(self.s.device)  # (B, 1, T)
         speakers = None if self.train_speakers is None else self.train_speakers[idx].to(self.s.device)
-        cycle = None  # another speaker for each clip, for the content cycle
-        n = self.s.model.config.num_speakers
-        if self.s.model.config.cycle_weight and speakers is not None and n > 1:
-            shift = torch.randint(1, n, speakers.shape, generator=crops).to(self.s.device)
-            cycle = (speakers + shift) % n
         with autocast_for(self.s.train.precision, self.s.device):
-            out = self.s.model(x, speakers, cycle)
+            out = self.s.model(x, speakers)
         self.s.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.s.optimizer.step()
@@ -490,7 +485,6 @@ class _SpeechTask:
             "mel_loss": out.mel_loss.item(),
             "waveform_loss": out.waveform_loss.item(),
             "commitment_loss": out.commitment_loss.item(),
-            "cycle_loss": out.cycle_loss.item(),
             "perplexity": usage.perplexity,
             "codes_used": usage.codes_used,
             "dead_codes": usage.dead_codes,
