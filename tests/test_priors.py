@@ -10,8 +10,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-import vqvae.priors.pixelcnn as pixelcnn_module
-import vqvae.priors.transformer as transformer_module
+import vqvae.priors.sampling as sampling_module
 from vqvae.priors import (
     PixelCNNConfig,
     PixelCNNPrior,
@@ -142,12 +141,8 @@ def test_cached_sampling_gives_the_uncached_codes(make, options):
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
-@pytest.mark.parametrize(
-    "module, make",
-    [(pixelcnn_module, pixelcnn), (transformer_module, transformer)],
-    ids=PRIORS.keys(),
-)
-def test_sampling_logits_equal_forward_logits(monkeypatch, module, make, use_cache):
+@pytest.mark.parametrize("make", [pixelcnn, transformer], ids=PRIORS.keys())
+def test_sampling_logits_equal_forward_logits(monkeypatch, make, use_cache):
     """Teacher-forced through sample(): the logits seen at each step are forward()'s.
 
     The grid is larger than the PixelCNN's reach (4 rows and columns), so its cached path
@@ -161,7 +156,7 @@ def test_sampling_logits_equal_forward_logits(monkeypatch, module, make, use_cac
         seen.append(logits)
         return target[:, len(seen) - 1]
 
-    monkeypatch.setattr(module, "draw", teacher)
+    monkeypatch.setattr(sampling_module, "draw", teacher)  # both priors draw through it
     codes = model.sample(3, label=1, use_cache=use_cache)
     torch.testing.assert_close(codes.flatten(1), target)
     expected = model(codes, 1).flatten(2).transpose(1, 2)  # (B, T, K)
@@ -462,12 +457,8 @@ def test_guided_cached_sampling_gives_the_uncached_codes(make, options):
     assert not torch.equal(runs[0], plain), "guidance 2.5 should change some draws"
 
 
-@pytest.mark.parametrize(
-    "module, make",
-    [(pixelcnn_module, pixelcnn), (transformer_module, transformer)],
-    ids=PRIORS.keys(),
-)
-def test_guidance_combines_the_labelled_logits_with_label_free_ones(monkeypatch, module, make):
+@pytest.mark.parametrize("make", [pixelcnn, transformer], ids=PRIORS.keys())
+def test_guidance_combines_the_labelled_logits_with_label_free_ones(monkeypatch, make):
     """Each step guides (label rows, no-label rows): the first are forward()'s logits for
     the label, the second do not depend on the label."""
     model = sharpened(make((3, 4), num_classes=3))
@@ -481,8 +472,8 @@ def test_guidance_combines_the_labelled_logits_with_label_free_ones(monkeypatch,
     def teacher(logits, generator=None):
         return target[:, (len(seen) - 1) % target.shape[1]]
 
-    monkeypatch.setattr(module, "guide", recording_guide)
-    monkeypatch.setattr(module, "draw", teacher)
+    monkeypatch.setattr(sampling_module, "guide", recording_guide)
+    monkeypatch.setattr(sampling_module, "draw", teacher)  # both priors draw through it
     for label in (0, 2):
         codes = model.sample(2, label=label, guidance=3.0)
         torch.testing.assert_close(codes.flatten(1), target)

@@ -376,7 +376,7 @@ def test_content_norm_removes_each_channels_clip_statistics_and_ignores_padding(
 def test_layer_norms_follow_each_strided_convolution_and_skip_padding():
     model = tiny(content_norm="layers").eval()
     seen = []  # what each ReLU after a strided convolution receives
-    for conv, relu in zip(model.encoder.net[:-1], model.encoder.net[1:]):
+    for conv, relu in zip(model.encoder.net[:-1], model.encoder.net[1:], strict=True):
         if isinstance(conv, torch.nn.Conv1d) and conv.stride[0] == 2:
             relu.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     x = sines(2, 1024)

@@ -58,6 +58,22 @@ def test_content_norm_flag_reaches_the_model(fsdd_mini, tmp_path):
     assert json.loads((run / "config.json").read_text())["model"]["content_norm"] == "none"
 
 
+def test_prior_windows_of_a_folder_without_labels(fsdd_mini, tmp_path):
+    from vqvae.speech_run import code_windows
+
+    folder = tmp_path / "wavs"  # splits of flat folders: no speakers, no digit labels
+    for i, wav in enumerate(sorted(fsdd_mini.glob("*.wav"))[:8]):
+        split = folder / ("val" if i < 2 else "train")
+        split.mkdir(parents=True, exist_ok=True)
+        (split / f"clip{i}.wav").write_bytes(wav.read_bytes())
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(folder), "--out", str(run), *TINY, "--max-steps", "1",
+                 "--val-every", "1", "--no-progress"]) == 0
+    codes, labels = code_windows(run, "train", window=40)
+    assert labels is None and codes.shape[1] == 40 and codes.shape[0] >= 1
+    assert codes.min() >= 0 and codes.max() < 16  # short clips padded with coded silence
+
+
 def test_reconstruct_convert_and_round_trip_lengths(speech_run, fsdd_mini, tmp_path):
     assert main(["reconstruct", str(speech_run), "-n", "2", "-o", str(tmp_path / "rec")]) == 0
     originals = sorted(p for p in (tmp_path / "rec").glob("*.wav") if ".reconstruction" not in p.name)

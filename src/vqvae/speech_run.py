@@ -245,7 +245,7 @@ def code_windows(run: str | os.PathLike, split: str, window: int, data: str | No
         samples = window * model.hop
         clips = [F.pad(w, (0, max(0, samples - w.numel()))) for w in audio.waveforms]
         codes = torch.stack([row[:window] for row in encode_clips(model, clips, device=device)])
-        labels = audio.labels if audio.labels is not None else torch.full((len(rows),), -1)
+        labels = audio.labels if audio.labels is not None else torch.full((len(codes),), -1)
         save_codes(path, codes, labels, model.config.codebook_size)
     if labels is not None and bool((labels < 0).all()):
         labels = None

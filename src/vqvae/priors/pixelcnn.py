@@ -24,19 +24,14 @@ from torch import Tensor, nn
 
 from vqvae.priors.sampling import (
     check_codes,
-    check_filter,
-    check_guidance,
     check_label_dropout,
     check_positive,
-    check_sample_request,
-    draw,
+    code_picker,
     drop_labels,
-    filter_logits,
-    guide,
     known_settings,
     label_table_size,
     resolve_labels,
-    with_no_label,
+    sampling_labels,
 )
 
 
@@ -272,20 +267,19 @@ class PixelCNNPrior(nn.Module):
             ``-> (n, H, W)``
         """
         device = self.embedding.weight.device
-        check_sample_request(n, generator, device)
-        check_filter(temperature, top_k, top_p)
         config = self.config
-        check_guidance(guidance, config.num_classes, config.label_dropout)
-        labels = resolve_labels(label, n, config.num_classes, device)
-        guided = guidance != 1.0
-        if guided:  # rows n.. are the same samples without their labels
-            labels = with_no_label(labels, config.num_classes)
+        labels = sampling_labels(
+            n, label, guidance=guidance, temperature=temperature, top_k=top_k, top_p=top_p,
+            generator=generator, num_classes=config.num_classes,
+            label_dropout=config.label_dropout, device=device,
+        )  # (B,): B = n, or 2n when guided (rows n.. without their labels); or None
+        pick = code_picker(guidance, temperature, top_k, top_p, generator)
         biases = self._biases(labels)
         height, width = config.latent_shape
         was_training = self.training
         self.eval()
         try:
-            rows = 2 * n if guided else n
+            rows = n if labels is None else labels.shape[0]
             codes = torch.zeros(rows, height, width, dtype=torch.long, device=device)
             for r in range(height):
                 contexts = self._contexts_from_above(codes, biases, r) if use_cache else None
@@ -295,10 +289,7 @@ class PixelCNNPrior(nn.Module):
                     else:  # rows below r cannot reach row r: run on rows [0, r] alone
                         features = self._features(codes[:, : r + 1], biases)  # (B, C, r+1, W)
                         logits = self.head(features[:, :, r : r + 1, c : c + 1]).flatten(1)
-                    if guided:
-                        logits = guide(logits, guidance)  # (n, K)
-                    code = draw(filter_logits(logits, temperature, top_k, top_p), generator)
-                    codes[:, r, c] = code.repeat(2) if guided else code
+                    codes[:, r, c] = pick(logits)
         finally:
             self.train(was_training)
         return codes[:n]

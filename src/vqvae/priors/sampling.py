@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -166,6 +166,54 @@ def guide(logits: Tensor, guidance: float) -> Tensor:
     """
     conditional, unconditional = logits.chunk(2)
     return unconditional + guidance * (conditional - unconditional)
+
+
+def sampling_labels(
+    n: int,
+    label: int | Tensor | None,
+    *,
+    guidance: float,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+    num_classes: int | None,
+    label_dropout: float,
+    device: torch.device,
+) -> Tensor | None:
+    """Check a request for ``n`` samples and return the label of each row a prior runs:
+    ``(n,)``, or with guidance ``(2n,)`` whose rows ``n..`` are "no label" (see :func:`guide`);
+    None for an unconditional prior."""
+    check_sample_request(n, generator, device)
+    check_filter(temperature, top_k, top_p)
+    check_guidance(guidance, num_classes, label_dropout)
+    labels = resolve_labels(label, n, num_classes, device)
+    return with_no_label(labels, num_classes) if guidance != 1.0 else labels
+
+
+def code_picker(
+    guidance: float,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> Callable[[Tensor], Tensor]:
+    """``pick(logits)``: one drawn code per sample from the logits of every row a prior runs,
+    guided, then filtered by temperature, top-k and top-p. With guidance the ``2n`` rows
+    give ``n`` codes, returned twice so that both halves of the batch continue alike.
+
+    Shapes:
+        ``pick``: ``(B, K) -> (B,)`` int64
+    """
+    guided = guidance != 1.0
+
+    def pick(logits: Tensor) -> Tensor:
+        if guided:
+            logits = guide(logits, guidance)  # (n, K)
+        code = draw(filter_logits(logits, temperature, top_k, top_p), generator)
+        return code.repeat(2) if guided else code
+
+    return pick
 
 
 def check_codes(codes: Tensor, codebook_size: int, latent_shape: Sequence[int]) -> Tensor:

@@ -24,19 +24,14 @@ from torch import Tensor, nn
 
 from vqvae.priors.sampling import (
     check_codes,
-    check_filter,
-    check_guidance,
     check_label_dropout,
     check_positive,
-    check_sample_request,
-    draw,
+    code_picker,
     drop_labels,
-    filter_logits,
-    guide,
     known_settings,
     label_table_size,
     resolve_labels,
-    with_no_label,
+    sampling_labels,
 )
 
 MLP_RATIO = 4
@@ -351,23 +346,14 @@ class TransformerPrior(nn.Module):
             ``-> (n, *S)``
         """
         c = self.config
-        device = self.code_embedding.weight.device
-        check_sample_request(n, generator, device)
-        check_filter(temperature, top_k, top_p)
-        check_guidance(guidance, c.num_classes, c.label_dropout)
-        labels = resolve_labels(label, n, c.num_classes, device)
-        guided = guidance != 1.0
-        if guided:  # rows n.. are the same samples without their labels
-            labels = with_no_label(labels, c.num_classes)
-        start = self._start(labels, n)  # (B, 1, C), B = n, or 2n when guided
+        labels = sampling_labels(
+            n, label, guidance=guidance, temperature=temperature, top_k=top_k, top_p=top_p,
+            generator=generator, num_classes=c.num_classes, label_dropout=c.label_dropout,
+            device=self.code_embedding.weight.device,
+        )  # (B,): B = n, or 2n when guided (rows n.. without their labels); or None
+        start = self._start(labels, n)  # (B, 1, C)
         bias = self._label_bias(labels)  # (B, 1, C) or 0
-
-        def pick(logits: Tensor) -> Tensor:  # (B, K) -> (B,)
-            if guided:
-                logits = guide(logits, guidance)  # (n, K)
-            code = draw(filter_logits(logits, temperature, top_k, top_p), generator)
-            return code.repeat(2) if guided else code
-
+        pick = code_picker(guidance, temperature, top_k, top_p, generator)
         was_training = self.training
         self.eval()
         try:
