@@ -179,6 +179,18 @@ def _add_encode_decode(sub) -> None:
     p.set_defaults(func=_reconstruct)
 
 
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    """How ``sample`` and ``evaluate-samples`` draw from a prior."""
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--guidance", type=float,
+                   help="classifier-free guidance scale: 1 samples the prior as it is, above 1 "
+                   "follows the label more closely (default 2 for a class-conditional prior "
+                   "trained with label dropout, else 1)")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def _add_prior(sub) -> None:
     p = sub.add_parser("train-prior", help="train an autoregressive prior over a run's codes")
     p.add_argument("run", metavar="RUN", help="a trained tokenizer run")
@@ -217,14 +229,7 @@ def _add_prior(sub) -> None:
     p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--label", type=int, help="class index for a class-conditional prior (the digit for FSDD)")
     p.add_argument("--speaker", help="speech: the voice of the samples (default: the speakers in turn)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--guidance", type=float,
-                   help="classifier-free guidance scale: 1 samples the prior as it is, above 1 "
-                   "follows the label more closely (default 2 for a class-conditional prior "
-                   "trained with label dropout, else 1)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_sampling_flags(p)
     p.add_argument("-o", "--out", metavar="DIR", help="output folder (default RUN/samples)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_sample)
@@ -235,14 +240,7 @@ def _add_prior(sub) -> None:
     p.add_argument("--prior", metavar="NAME", help="which prior (default: the run's only one)")
     p.add_argument("--per-class", type=int, default=100, help="samples per class (default 100)")
     p.add_argument("--real", type=int, default=1000, help="held-out real images (default 1000)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--guidance", type=float,
-                   help="classifier-free guidance scale: 1 samples the prior as it is, above 1 "
-                   "follows the label more closely (default 2 for a class-conditional prior "
-                   "trained with label dropout, else 1)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_sampling_flags(p)
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_evaluate_samples)
