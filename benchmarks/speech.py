@@ -36,7 +36,7 @@ import torch
 
 from common import machine_info, write_json_atomic
 from vqvae import load
-from vqvae.speech import SpeechVQVAE
+from vqvae.modalities.speech.model import SpeechVQVAE
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDD = ROOT.parent / "shared" / "data" / "fsdd"

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vqvae.audio_classifier import (
+from vqvae.checkpoint import CheckpointError
+from vqvae.modalities.speech.judge import (
     AudioClassifier,
     _augment,
     _lowpass,
@@ -24,7 +25,6 @@ from vqvae.audio_classifier import (
     save_audio_classifier,
     train_audio_classifier,
 )
-from vqvae.checkpoint import CheckpointError
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,7 +7,7 @@ import torch
 
 from vqvae import VAE, VQVAE
 from vqvae.autoencoder import gaussian_kl
-from vqvae.evaluate import likelihood_metrics
+from vqvae.modalities.image.metrics import likelihood_metrics
 from vqvae.priors import TransformerPrior
 
 TINY = {"hidden": 16, "res_hidden": 8}

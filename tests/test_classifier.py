@@ -8,7 +8,8 @@ import scipy.linalg
 import torch
 
 from vqvae.checkpoint import CheckpointError
-from vqvae.classifier import (
+from vqvae.modalities.image.data import load_images
+from vqvae.modalities.image.judge import (
     ImageClassifier,
     _shift,
     accuracy,
@@ -19,7 +20,6 @@ from vqvae.classifier import (
     save_classifier,
     train_classifier,
 )
-from vqvae.data import load_images
 
 
 @pytest.fixture(autouse=True, scope="module")

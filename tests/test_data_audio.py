@@ -1,4 +1,4 @@
-"""Tests of vqvae.data.audio: WAV input/output, audio folders and archives, fsdd, crops."""
+"""Tests of vqvae.modalities.speech.data: WAV input/output, audio folders and archives, fsdd, crops."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import pytest
 import soundfile as sf
 import torch
 
-import vqvae.data.audio as audio_module
+import vqvae.modalities.speech.data as audio_module
 from conftest import shared_data
-from vqvae.data.audio import (
+from vqvae.data.errors import DataError
+from vqvae.modalities.speech.data import (
     DEFAULT_SAMPLE_RATE,
     AudioData,
     audio_datasets,
@@ -28,7 +29,6 @@ from vqvae.data.audio import (
     read_wav,
     write_wav,
 )
-from vqvae.data.errors import DataError
 
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 PCM16_STEP = 1 / 32768

@@ -18,11 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
-import vqvae.data.folder as folder_module
-import vqvae.data.mnist as mnist_module
-from vqvae.data import DataError, ImageData, available_splits, image_datasets, load_images
-from vqvae.data.idx import parse_idx
+import vqvae.modalities.image.data.folder as folder_module
+import vqvae.modalities.image.data.mnist as mnist_module
+from vqvae.data import DataError
 from vqvae.data.splits import fixed_permutation, validation_indices
+from vqvae.modalities.image.data import ImageData, available_splits, image_datasets, load_images
+from vqvae.modalities.image.data.idx import parse_idx
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATA_PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vqvae" / "data"
@@ -271,9 +272,9 @@ def test_download_cifar10_binary_tarball(
     root, url = http_root
     images, labels = _write_cifar_bin(tmp_path / "bin" / "cifar-10-batches-bin")
     archive = _tar(tmp_path / "bin", root / "cifar-10-binary.tar.gz")
-    monkeypatch.setattr("vqvae.data.cifar.CIFAR10_URLS", (url + archive.name,))
+    monkeypatch.setattr("vqvae.modalities.image.data.cifar.CIFAR10_URLS", (url + archive.name,))
     monkeypatch.setattr(
-        "vqvae.data.cifar.CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest()
+        "vqvae.modalities.image.data.cifar.CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest()
     )
     test = load_images("cifar10", "test")
     assert torch.equal(test.images, torch.from_numpy(images))

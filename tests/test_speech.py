@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from vqvae.mel import log_mel
-from vqvae.speech import (
+from vqvae.modalities.speech.mel import log_mel
+from vqvae.modalities.speech.model import (
     ConvNeXtBlock,
     DilatedResidualUnit,
     SpeechVQVAE,
@@ -392,7 +392,7 @@ def test_layer_norms_follow_each_strided_convolution_and_skip_padding():
 
 
 def test_instance_norm_counts_only_the_given_steps():
-    from vqvae.speech import _instance_norm
+    from vqvae.modalities.speech.model import _instance_norm
 
     z = torch.randn(2, 3, 10)
     out = _instance_norm(z, torch.tensor([4, 10]))
@@ -403,7 +403,7 @@ def test_instance_norm_counts_only_the_given_steps():
 
 
 def test_a_single_step_clip_encodes_and_normalises_to_zero():
-    from vqvae.speech import _instance_norm
+    from vqvae.modalities.speech.model import _instance_norm
 
     assert torch.equal(_instance_norm(torch.randn(2, 3, 1)), torch.zeros(2, 3, 1))
     assert tiny().encode(sines(1, 64)).shape == (1, 1)

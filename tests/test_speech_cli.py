@@ -10,7 +10,7 @@ import soundfile
 
 from conftest import shared_data
 from vqvae.cli import main
-from vqvae.data.audio import read_wav
+from vqvae.modalities.speech.data import read_wav
 
 TINY = ["--hidden", "16", "--res-hidden", "8", "--codebook-size", "16", "--code-dim", "8",
         "--decoder-width", "32", "--speaker-dim", "8", "--segment", "512", "--batch-size", "4"]
@@ -59,7 +59,7 @@ def test_content_norm_flag_reaches_the_model(fsdd_mini, tmp_path):
 
 
 def test_prior_windows_of_a_folder_without_labels(fsdd_mini, tmp_path):
-    from vqvae.speech_run import code_windows
+    from vqvae.modalities.speech.run import code_windows
 
     folder = tmp_path / "wavs"  # splits of flat folders: no speakers, no digit labels
     for i, wav in enumerate(sorted(fsdd_mini.glob("*.wav"))[:8]):

@@ -19,8 +19,8 @@ from safetensors import SafetensorError
 from torch import nn
 
 from vqvae.autoencoder import MODELS
+from vqvae.modalities.speech.model import SpeechVQVAE, SpeechVQVAEConfig
 from vqvae.priors import PixelCNNConfig, PixelCNNPrior, TransformerConfig, TransformerPrior
-from vqvae.speech import SpeechVQVAE, SpeechVQVAEConfig
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -232,7 +232,7 @@ def load(run: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modul
 
     Returns:
         The model in eval mode: a :class:`~vqvae.VQVAE` or :class:`~vqvae.VAE` for an image run, a
-        :class:`~vqvae.speech.SpeechVQVAE` for a speech run, a
+        :class:`~vqvae.modalities.speech.model.SpeechVQVAE` for a speech run, a
         :class:`~vqvae.PixelCNNPrior` or :class:`~vqvae.TransformerPrior` for a prior
         folder (``RUN/priors/NAME``).
     """

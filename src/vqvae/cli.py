@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_flags(p: argparse.ArgumentParser, required: bool) -> None:
-    from vqvae.data import audio_datasets, image_datasets
+    from vqvae.modalities.image.data import image_datasets
+    from vqvae.modalities.speech.data import audio_datasets
 
     registered = {**image_datasets(), **audio_datasets()}
     names = ", ".join(f"{name} ({desc})" for name, desc in registered.items())
@@ -253,7 +254,7 @@ def _train(args: argparse.Namespace) -> None:
     import dataclasses
 
     from vqvae.checkpoint import read_config
-    from vqvae.data.audio import is_audio
+    from vqvae.modalities.speech.data import is_audio
     from vqvae.train import SPEECH_TRAIN, TOKENIZERS, TrainConfig, start_run, train_tokenizer
 
     model = {field: getattr(args, _dest(flag)) for flag, (field, _, _) in MODEL_FLAGS.items()}
@@ -346,7 +347,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from vqvae.tokenizer import evaluate_run
 
     if _is_speech(args.run):
-        from vqvae.speech_run import evaluate_speech_run
+        from vqvae.modalities.speech.run import evaluate_speech_run
 
         if args.bits_per_dim:
             raise CLIError("--bits-per-dim is for 8-bit images; a speech run reports classifier accuracies")
@@ -381,7 +382,12 @@ def _encode(args: argparse.Namespace) -> None:
 
     if _is_speech(args.run):
         from vqvae.checkpoint import load
-        from vqvae.speech_run import encode_clips, run_speakers, save_audio_codes, speech_data
+        from vqvae.modalities.speech.run import (
+            encode_clips,
+            run_speakers,
+            save_audio_codes,
+            speech_data,
+        )
 
         audio = speech_data(args.run, args.data, args.data_dir, args.split, default_split="train")
         rows = encode_clips(load(args.run, args.device), audio.waveforms, device=args.device)
@@ -398,7 +404,7 @@ def _decode(args: argparse.Namespace) -> None:
     from vqvae.tokenizer import decode_codes, load_codes, write_images
 
     if _is_speech(args.run):
-        from vqvae.speech_run import decode_audio_file
+        from vqvae.modalities.speech.run import decode_audio_file
 
         paths = decode_audio_file(args.run, args.codes, args.out, args.speaker, args.device)
         print(f"wrote {len(paths)} WAV files to {args.out}")
@@ -415,7 +421,7 @@ def _reconstruct(args: argparse.Namespace) -> None:
     from vqvae.tokenizer import reconstruction_grid
 
     if _is_speech(args.run):
-        from vqvae.speech_run import reconstruct_audio
+        from vqvae.modalities.speech.run import reconstruct_audio
 
         out = reconstruct_audio(args.run, args.out, args.data, args.data_dir, args.split, args.n or 8, args.device)
         print(f"wrote originals, reconstructions and spectrograms to {out}")
@@ -481,8 +487,8 @@ def _sample_speech(args: argparse.Namespace) -> None:
     import numpy as np
 
     from vqvae.checkpoint import read_config, write_bytes
-    from vqvae.data.audio import write_wav
-    from vqvae.speech_run import sample_speech
+    from vqvae.modalities.speech.data import write_wav
+    from vqvae.modalities.speech.run import sample_speech
 
     codes, audio = sample_speech(args.run, args.n, prior=args.prior, label=args.label, speaker=args.speaker,
                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
@@ -498,7 +504,7 @@ def _sample_speech(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from vqvae.speech_run import convert_files
+    from vqvae.modalities.speech.run import convert_files
 
     if not _is_speech(args.run):
         raise CLIError(f"{args.run} is not a speech run: convert re-speaks audio with a speech VQ-VAE")

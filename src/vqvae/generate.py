@@ -125,7 +125,7 @@ def evaluate_samples(
     classifier's accuracy on those real images and the Fréchet distance between real
     training and real held-out images.
     """
-    from vqvae.classifier import cached_classifier, frechet_distance, predict
+    from vqvae.modalities.image.judge import cached_classifier, frechet_distance, predict
     from vqvae.tokenizer import run_data
 
     classes = class_names(run)

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from vqvae.checkpoint import MODEL_FILE, load, read_config, write_bytes
-from vqvae.data import ImageData, available_splits, load_images
-from vqvae.evaluate import likelihood_metrics, reconstruct_all, tokenizer_metrics
 from vqvae.figures import image_grid, save_png, save_reconstruction_grid, to_uint8
+from vqvae.modalities.image.data import ImageData, available_splits, load_images
+from vqvae.modalities.image.metrics import likelihood_metrics, reconstruct_all, tokenizer_metrics
 from vqvae.precision import autocast_for
 
 
@@ -57,8 +57,8 @@ def evaluate_run(
     bits_per_dim: bool = False,
     prior: str | None = None,
 ) -> dict:
-    """Reconstruction metrics (see :func:`vqvae.evaluate.tokenizer_metrics`) on a split, and
-    with ``bits_per_dim`` the negative ELBO and its terms (:func:`vqvae.evaluate.likelihood_metrics`),
+    """Reconstruction metrics (see :func:`vqvae.modalities.image.metrics.tokenizer_metrics`) on a split, and
+    with ``bits_per_dim`` the negative ELBO and its terms (:func:`vqvae.modalities.image.metrics.likelihood_metrics`),
     the latent term also under the run's prior ``prior`` when named.
 
     A PixelCNN decoder's reconstructions are drawn pixel by pixel, so for such a run

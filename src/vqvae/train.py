@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 
 from vqvae import checkpoint as ckpt
 from vqvae.autoencoder import MODELS, VAE, VQVAE, VQVAEConfig
-from vqvae.data import ImageData, load_images
-from vqvae.data.audio import AudioData, is_audio, load_audio
-from vqvae.evaluate import likelihood_metrics, tokenizer_metrics
 from vqvae.figures import plot_metrics, save_reconstruction_grid
+from vqvae.modalities.image.data import ImageData, load_images
+from vqvae.modalities.image.metrics import likelihood_metrics, tokenizer_metrics
+from vqvae.modalities.speech.data import AudioData, is_audio, load_audio
+from vqvae.modalities.speech.model import SpeechVQVAE, SpeechVQVAEConfig
 from vqvae.precision import PRECISIONS, autocast_for
 from vqvae.quantize import codebook_perplexity
-from vqvae.speech import SpeechVQVAE, SpeechVQVAEConfig
 from vqvae.tokenizer import cached_codes
 
 METRICS_FILE = "metrics.jsonl"
@@ -116,8 +116,8 @@ def start_run(
     """Create the run directory with its ``config.json``; the data decide C and the variance.
 
     ``model`` is ``"vqvae"`` or ``"vae"`` (the continuous baseline on the same networks).
-    Audio data (see :func:`vqvae.data.audio.is_audio`) start a speech run instead: a
-    :class:`~vqvae.speech.SpeechVQVAE` conditioned on the data's speakers; ``audio``
+    Audio data (see :func:`vqvae.modalities.speech.data.is_audio`) start a speech run instead: a
+    :class:`~vqvae.modalities.speech.model.SpeechVQVAE` conditioned on the data's speakers; ``audio``
     may set ``sample_rate`` and ``segment`` (samples per training crop).
     """
     if model not in MODELS:
@@ -606,7 +606,7 @@ def train_prior(
     run = folder.parent.parent
     data = config["data"]
     if ckpt.read_config(run)["kind"] == "speech":
-        from vqvae.speech_run import code_windows
+        from vqvae.modalities.speech.run import code_windows
 
         window = config["model"]["latent_shape"][0]
         codes = {split: code_windows(run, split, window, data["spec"], data["data_dir"]) for split in ("train", "val")}

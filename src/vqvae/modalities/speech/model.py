@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.mel import log_mel
+from vqvae.modalities.speech.mel import log_mel
 from vqvae.nets import Encoder
 from vqvae.quantize import EMAVectorQuantizer, VectorQuantizer
 
@@ -357,7 +357,7 @@ def mel_sizes(sample_rate: int) -> tuple[int, int]:
 
 
 def mel_loss(x: Tensor, y: Tensor, sample_rate: int) -> Tensor:
-    """Mean ``|log M(x) − log M(y)|`` of the log-mel spectrograms of :func:`vqvae.mel.log_mel`
+    """Mean ``|log M(x) − log M(y)|`` of the log-mel spectrograms of :func:`vqvae.modalities.speech.mel.log_mel`
     (``MEL_BINS`` bins, sizes from :func:`mel_sizes`), in fp32 even under autocast.
 
     Shapes: ``x``, ``y``: ``(B, 1, T)`` or ``(B, T)``; returns a scalar, 0 when ``y == x``.

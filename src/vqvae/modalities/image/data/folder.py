@@ -31,7 +31,7 @@ from PIL import Image, ImageOps
 from vqvae.data.cache import cached_decode, peek
 from vqvae.data.errors import DataError
 from vqvae.data.source import SPLITS, DecodedImages, SplitArrays
-from vqvae.data.transforms import resize_and_crop
+from vqvae.modalities.image.data.transforms import resize_and_crop
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderSource", "is_archive"]
 

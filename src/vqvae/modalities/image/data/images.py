@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqvae.data.cifar import cifar10_source
 from vqvae.data.errors import DataError
-from vqvae.data.folder import ImageFolderSource, is_archive
-from vqvae.data.mnist import MnistMiniSource, MnistSource
 from vqvae.data.source import SPLITS, ImageSource, SplitArrays
 from vqvae.data.splits import validation_indices
-from vqvae.data.transforms import resize_arrays
+from vqvae.modalities.image.data.cifar import cifar10_source
+from vqvae.modalities.image.data.folder import ImageFolderSource, is_archive
+from vqvae.modalities.image.data.mnist import MnistMiniSource, MnistSource
+from vqvae.modalities.image.data.transforms import resize_arrays
 
 __all__ = ["ImageData", "available_splits", "image_datasets", "load_images"]
 

@@ -9,7 +9,7 @@ logits alone or beside a longer one.
 
 A classifier is trained once and cached in a folder of its own (``config.json`` +
 ``model.safetensors``, see :func:`cached_audio_classifier`), like the image classifier of
-:mod:`vqvae.classifier`, whose :func:`~vqvae.classifier.frechet_distance` also applies
+:mod:`vqvae.modalities.image.judge`, whose :func:`~vqvae.modalities.image.judge.frechet_distance` also applies
 to :func:`audio_features`.
 
 Shapes: B batch, T samples, M mel bins, L frames, C channels, N clips, F feature width.
@@ -35,7 +35,7 @@ from vqvae.checkpoint import (
     read_judge_config,
     save_judge,
 )
-from vqvae.mel import log_mel, mel_filterbank
+from vqvae.modalities.speech.mel import log_mel, mel_filterbank
 
 __all__ = [
     "AudioClassifier",
@@ -507,7 +507,7 @@ def audio_features(
     device: str | torch.device = "cpu",
 ) -> Tensor:
     """Pooled features (:meth:`AudioClassifier.features`) of float clips, float64 ``(N, F)``
-    on the CPU in input order, e.g. for :func:`vqvae.classifier.frechet_distance`."""
+    on the CPU in input order, e.g. for :func:`vqvae.modalities.image.judge.frechet_distance`."""
     return _in_length_order(
         model, waveforms, batch_size, device, lambda m, x, lengths: m.features(x, lengths).double()
     )

@@ -9,9 +9,9 @@ import numpy as np
 from vqvae.data.cache import cached_decode
 from vqvae.data.download import data_home, fetch
 from vqvae.data.errors import DataError
-from vqvae.data.idx import read_idx
 from vqvae.data.source import DecodedImages, SplitArrays
 from vqvae.data.splits import fixed_permutation
+from vqvae.modalities.image.data.idx import read_idx
 
 __all__ = ["MNIST_MD5", "MNIST_MIRRORS", "MnistMiniSource", "MnistSource"]
 

@@ -19,10 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vqvae.audio_classifier import audio_accuracy, cached_audio_classifier
 from vqvae.checkpoint import load, read_config, write_bytes
-from vqvae.data.audio import AudioData, available_audio_splits, load_audio, read_wav, write_wav
-from vqvae.speech import SpeechVQVAE
+from vqvae.modalities.speech.data import (
+    AudioData,
+    available_audio_splits,
+    load_audio,
+    read_wav,
+    write_wav,
+)
+from vqvae.modalities.speech.judge import audio_accuracy, cached_audio_classifier
+from vqvae.modalities.speech.model import SpeechVQVAE
 
 CLASSIFIER_STEPS = 1500
 

@@ -55,8 +55,8 @@ import torch
 from vqvae.data.cache import cache_home
 from vqvae.data.download import data_home
 from vqvae.data.errors import DataError
-from vqvae.data.folder import IMAGE_EXTENSIONS, is_archive
 from vqvae.data.source import SPLITS
+from vqvae.modalities.image.data.folder import IMAGE_EXTENSIONS, is_archive
 
 __all__ = [
     "DEFAULT_SAMPLE_RATE",
