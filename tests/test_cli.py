@@ -55,12 +55,13 @@ def test_train_evaluate_encode_decode_reconstruct(tmp_path, tiny_images, capsys)
     assert codes.dtype == np.int16 and codes.shape[1:] == (4, 4)
     assert labels.shape == (codes.shape[0],) and set(labels) <= {0, 1}
     # --precision fp32 gives exactly the model's own codes; bf16 nearly always the same ones.
-    from vqvae.tokenizer import encode_run, run_data
+    from vqvae.modalities.image.evaluation import encode_images, run_data
 
     images = run_data(run, split="val").images
-    exact = vqvae.load(run).encode(images.float() / 255)
-    assert torch.equal(encode_run(run, split="val", precision="fp32")[0], exact)
-    fast, _ = encode_run(run, split="val", precision="bf16")
+    model = vqvae.load(run)
+    exact = model.encode(images.float() / 255)
+    assert torch.equal(encode_images(model, images, precision="fp32"), exact)
+    fast = encode_images(model, images, precision="bf16")
     assert fast.shape == exact.shape and (fast == exact).float().mean() > 0.8
     code, _, err = run_cli(capsys, "encode", run, "--split", "val", "--precision", "fp32", "-o", tmp_path / "c.npz")
     assert code == 0, err

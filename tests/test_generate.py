@@ -80,11 +80,11 @@ def test_several_priors_need_a_name(tokenizer_run, capsys):
 
 
 def test_evaluate_samples_report(tokenizer_run, tmp_path):
-    from vqvae.generate import evaluate_samples
+    from vqvae.modalities.image.evaluation import evaluate_samples
 
     main(["train-prior", str(tokenizer_run), "--arch", "transformer", "--width", "16", "--depth", "1",
           "--max-steps", "2", "--no-progress", "--force", "--name", "only"])
-    report = evaluate_samples(tokenizer_run, prior="only", per_class=4, real=8, classifier_steps=20)
+    report = evaluate_samples(vqvae.load, tokenizer_run, prior="only", per_class=4, real=8, classifier_steps=20)
     assert report["samples"] == 8
     for key in ("label_accuracy", "frechet_distance", "classifier_accuracy_real"):
         assert np.isfinite(report[key]), key

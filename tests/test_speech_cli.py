@@ -138,7 +138,7 @@ def test_speech_errors_are_clear(speech_run, fsdd_mini, tmp_path, capsys):
                  "-o", str(tmp_path / "x.wav")]) == 2
     assert "channels" in capsys.readouterr().err
     assert main(["evaluate", str(speech_run), "--bits-per-dim"]) == 2
-    assert "speech run" in capsys.readouterr().err
+    assert "--bits-per-dim does not apply to speech data: it is for image data" in capsys.readouterr().err
     assert main(["train", "--data", "fsdd", "--data-dir", str(fsdd_mini), "--out", str(tmp_path / "r"),
                  "--likelihood", "logistic"]) == 2
-    assert "--likelihood does not apply to audio data" in capsys.readouterr().err
+    assert "--likelihood does not apply to speech data" in capsys.readouterr().err

@@ -11,7 +11,9 @@ from safetensors.torch import save_file
 import vqvae
 from vqvae import checkpoint as ckpt
 from vqvae import train as train_module
-from vqvae.train import TrainConfig, TrainingInterrupted, start_run, train_tokenizer
+from vqvae.train import TrainConfig, TrainingInterrupted
+from vqvae.modalities.image.task import ImageTask
+from vqvae.workflow import start_run, train_tokenizer
 
 MODEL = {"hidden": 16, "res_hidden": 8, "codebook_size": 16, "code_dim": 4, "dead_code_window": 3}
 TRAIN = TrainConfig(batch_size=8, max_steps=8, log_every=2, val_every=4, val_images=16,
@@ -97,17 +99,17 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path, tiny_images, 
     train_tokenizer(whole, progress=False)
 
     run = _run(tmp_path, tiny_images, "interrupted")
-    real = train_module._TokenizerTask.train_step
+    real = ImageTask.forward
 
     def interrupt_at_step_5(self, step):
         if step == 5:
             raise KeyboardInterrupt
         return real(self, step)
 
-    monkeypatch.setattr(train_module._TokenizerTask, "train_step", interrupt_at_step_5)
+    monkeypatch.setattr(ImageTask, "forward", interrupt_at_step_5)
     with pytest.raises(TrainingInterrupted, match="step 5.*--resume"):
         train_tokenizer(run, progress=False)
-    monkeypatch.setattr(train_module._TokenizerTask, "train_step", real)
+    monkeypatch.setattr(ImageTask, "forward", real)
     train_tokenizer(run, resume=True, progress=False)
     a, b = _weights(whole), _weights(run)
     for key in a:
@@ -164,9 +166,9 @@ def test_corrupt_foreign_and_mismatched_checkpoints_are_explained(tmp_path, tiny
 
 
 def test_batch_order_depends_only_on_seed_and_step():
-    order = train_module._BatchOrder(10, 4, seed=1)
+    order = train_module.BatchOrder(10, 4, seed=1)
     first = [order.indices(s).tolist() for s in range(5)]
-    fresh = train_module._BatchOrder(10, 4, seed=1)
+    fresh = train_module.BatchOrder(10, 4, seed=1)
     assert [fresh.indices(s).tolist() for s in reversed(range(5))][::-1] == first
     assert sorted(sum(first[:5], [])[:10]) == list(range(10))  # an epoch is a permutation
 

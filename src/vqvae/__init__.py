@@ -1,7 +1,8 @@
 """vqvae: discrete representation learning with VQ-VAE (van den Oord et al. 2017)."""
 
 from vqvae.autoencoder import VAE, VQVAE, VAEConfig, VAEOutput, VQVAEConfig, VQVAEOutput
-from vqvae.checkpoint import load
+from vqvae.modalities import MODALITIES, load
+from vqvae.modalities.speech.model import SpeechVQVAE, SpeechVQVAEConfig
 from vqvae.priors import PixelCNNConfig, PixelCNNPrior, TransformerConfig, TransformerPrior
 from vqvae.quantize import (
     CodebookUsage,
@@ -22,9 +23,12 @@ __all__ = [
     "VAEOutput",
     "CodebookUsage",
     "EMAVectorQuantizer",
+    "MODALITIES",
     "PixelCNNConfig",
     "PixelCNNPrior",
     "QuantizerOutput",
+    "SpeechVQVAE",
+    "SpeechVQVAEConfig",
     "TransformerConfig",
     "TransformerPrior",
     "VQVAEConfig",

@@ -1,8 +1,9 @@
-"""The run directory: ``config.json`` + ``model.safetensors`` + ``train_state.safetensors``.
+"""Checkpoint files: ``config.json`` + ``model.safetensors`` + ``train_state.safetensors``.
 
 Every file is written atomically (a temporary file in the same folder, then a rename),
 so a crash leaves either the old or the new file, never half of one. Nothing here
 unpickles: weights, optimizer state and RNG state are safetensors, the rest is JSON.
+This module imports no model: callers say how to build one (:func:`load_model`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from vqvae.autoencoder import MODELS
-from vqvae.modalities.speech.model import SpeechVQVAE, SpeechVQVAEConfig
-from vqvae.priors import PixelCNNConfig, PixelCNNPrior, TransformerConfig, TransformerPrior
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -220,33 +218,15 @@ def load_train_state(
 
 # ------------------------------------------------------------------------ load
 
-PRIORS = {"pixelcnn": (PixelCNNPrior, PixelCNNConfig), "transformer": (TransformerPrior, TransformerConfig)}
 
-
-def load(run: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model of a run directory from ``config.json`` alone and load its weights.
-
-    Args:
-        run: a run directory (``vqvae train --out RUN``).
-        device: where to put the model.
-
-    Returns:
-        The model in eval mode: a :class:`~vqvae.VQVAE` or :class:`~vqvae.VAE` for an image run, a
-        :class:`~vqvae.modalities.speech.model.SpeechVQVAE` for a speech run, a
-        :class:`~vqvae.PixelCNNPrior` or :class:`~vqvae.TransformerPrior` for a prior
-        folder (``RUN/priors/NAME``).
-    """
+def load_model(run: str | os.PathLike, build: Callable[[dict], nn.Module],
+               device: str | torch.device = "cpu") -> nn.Module:
+    """``build(config)`` from the run's ``config.json``, its weights loaded strictly, in eval mode."""
     config = read_config(run)
-    if config["kind"] in MODELS or config["kind"] == "speech":
-        model_cls, config_cls = MODELS.get(config["kind"], (SpeechVQVAE, SpeechVQVAEConfig))
-        model = model_cls(config_cls.from_dict(config["model"]))
-    elif config["kind"] == "prior" and config.get("arch") in PRIORS:
-        prior_cls, config_cls = PRIORS[config["arch"]]
-        model = prior_cls(config_cls.from_dict(config["model"]))
-    else:
-        raise CheckpointError(
-            f"{run}: unknown model kind {config['kind']!r} / arch {config.get('arch')!r} in {CONFIG_FILE}"
-        )
+    try:
+        model = build(config)
+    except (TypeError, KeyError) as exc:
+        raise CheckpointError(f"{Path(run) / CONFIG_FILE} does not describe a model this vqvae can build ({exc})") from exc
     load_weights(model, run)
     return model.to(device).eval()
 

@@ -12,16 +12,11 @@ from pathlib import Path
 import torch
 
 from vqvae.checkpoint import write_json
-from vqvae.generate import evaluate_samples, sample_images, write_samples
-from vqvae.tokenizer import evaluate_run
-from vqvae.train import (
-    PRIOR_TRAIN,
-    TrainConfig,
-    start_prior_run,
-    start_run,
-    train_prior,
-    train_tokenizer,
-)
+from vqvae.generate import sample_codes
+from vqvae.modalities import MODALITIES
+from vqvae.priors.training import PRIOR_TRAIN
+from vqvae.train import TrainConfig
+from vqvae.workflow import start_prior_run, start_run, train_prior, train_tokenizer
 
 DEMO_DATA = "mnist-mini"
 DEMO_MODEL = {"hidden": 64, "res_hidden": 32, "codebook_size": 128, "code_dim": 32}
@@ -45,18 +40,21 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, time_budget: float | 
         The lines to show the user.
     """
     out = Path(out)
-    start_run(out, DEMO_DATA, DEMO_MODEL, dataclasses.replace(DEMO_TRAIN, seed=seed), force=True)
+    images = MODALITIES["image"]
+    start_run(out, DEMO_DATA, DEMO_MODEL, dataclasses.replace(DEMO_TRAIN, seed=seed), force=True, modality=images)
     tokenizer = train_tokenizer(out, time_budget=time_budget, progress=progress)
-    recon = evaluate_run(out)
+    recon = images.evaluate(out, data=None, data_dir=None, split=None, batch_size=256, device="cpu", prior=None,
+                            options={})
 
     prior_dir = start_prior_run(out, "transformer", model_settings=DEMO_PRIOR,
                                 train=dataclasses.replace(DEMO_PRIOR_TRAIN, seed=seed), force=True)
     prior = train_prior(prior_dir, time_budget=time_budget, progress=progress)
 
     labels = torch.arange(10).repeat(10)  # ten of each digit, one digit per column
-    codes, images = sample_images(out, len(labels), label=labels, seed=seed)
-    grid = write_samples(codes, images, out / "samples")
-    quality = evaluate_samples(out, per_class=50, real=500, seed=seed)
+    codes, _ = sample_codes(out, len(labels), label=labels, seed=seed)
+    images.write_samples(out, codes, out / "samples", device="cpu", options={})
+    grid = out / "samples" / "grid.png"
+    quality = images.evaluate_samples(out, prior=None, per_class=50, real=500, sampling={"seed": seed}, device="cpu")
     write_json(out / "metrics.json", {"tokenizer": recon, "prior": prior.val, "samples": quality})
     return [
         f"tokenizer: {tokenizer.step} steps on {DEMO_DATA}; 28x28 digits -> 7x7 codes of "

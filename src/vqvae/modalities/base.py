@@ -1,0 +1,162 @@
+"""The modality interface: what the generic commands need from one kind of data.
+
+A modality (images, speech, ...) is one package under ``vqvae.modalities`` holding a
+subclass of :class:`Modality` and one line in the ``MODALITIES`` registry. The core
+(quantizer, networks, priors, the training loop, checkpoints, the run directory) never
+asks which modality it serves; the commands look the modality up in the registry, from
+the data (``vqvae train --data``) or from a run's ``config.json`` (``"modality"``).
+
+Every method gets plain values, never parsed command-line arguments; a modality's own
+flags arrive in ``options`` under their ``dest`` names (see :class:`Option`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vqvae.checkpoint import CheckpointError, load_model
+from vqvae.runs import CodeFile
+from vqvae.train import LoopState, Task, TrainConfig
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line flag that one modality adds to a generic command.
+
+    Several modalities may declare the same flag (say ``--decoder``) with their own
+    meaning; the command shows each modality's help and passes the value to the run's
+    modality only. A flag given for a run of a modality that does not declare it is an
+    error that names the modalities it applies to.
+
+    Attributes:
+        flag: ``--image-size``.
+        help: what it means for this modality.
+        type: the argparse type (``int``, ``float``, ``str``); None for a switch.
+        choices: allowed values.
+        switch: ``--x/--no-x`` (True/False) when ``"optional"``, a plain ``--x`` when ``"on"``.
+        field: the model config field it sets (``vqvae train`` model flags), if any.
+    """
+
+    flag: str
+    help: str
+    type: Callable[[str], Any] | None = str
+    choices: tuple | None = None
+    switch: str | None = None
+    field: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+class Modality:
+    """One kind of data, end to end: data sets, models, training, outputs and judges.
+
+    Subclasses set the class attributes and implement the methods their commands need;
+    the defaults say that a command does not apply to this modality.
+    """
+
+    name: str = ""
+    #: What ``vqvae train --model NAME`` picks, mapped to the config ``kind`` it trains;
+    #: the first entry is the default.
+    models: dict[str, str] = {}
+    #: Flags per generic command (``"train"`` holds the model and data flags of ``vqvae train``).
+    options: dict[str, tuple[Option, ...]] = {}
+    #: Claims ``--data`` that no other modality recognises, so its loader's errors explain.
+    fallback: bool = False
+    #: Overrides of :class:`~vqvae.train.TrainConfig` defaults for this modality's tokenizers.
+    train_defaults: dict[str, Any] = {}
+    #: Defaults of ``-n`` for ``reconstruct``.
+    reconstruct_count: int = 8
+
+    # ---------------------------------------------------------------- data
+
+    def datasets(self) -> dict[str, str]:
+        """Registered data set names and one-line descriptions (for ``--help``)."""
+        return {}
+
+    def recognises(self, spec: str, data_dir: str | None) -> bool:
+        """Whether ``--data spec`` (with ``--data-dir``) is data of this modality."""
+        return False
+
+    # ---------------------------------------------------------------- stage 1
+
+    def start(self, kind: str, spec: str, data_dir: str | None, model: dict, train: TrainConfig,
+              options: dict) -> dict:
+        """``config.json``'s ``model`` and ``data`` entries of a new run, ``{"model":..., "data":...}``:
+        the data decide what they must (channels, variance, speakers, ...)."""
+        raise NotImplementedError
+
+    def config_class(self, kind: str) -> type:
+        """The dataclass of ``config["model"]`` for ``kind``."""
+        raise NotImplementedError
+
+    def build(self, config: dict) -> nn.Module:
+        """The untrained model that a run's ``config.json`` describes."""
+        raise NotImplementedError
+
+    def load(self, run: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+        """The trained model of a run, in eval mode."""
+        return load_model(run, self.build, device)
+
+    def task(self, state: LoopState, config: dict) -> Task:
+        """The training task of a run (see :class:`vqvae.train.Task`)."""
+        raise NotImplementedError
+
+    def summary(self, val: dict) -> str:
+        """One line about a validation record, for the end of ``vqvae train``."""
+        return ", ".join(f"{k} {v:.4g}" for k, v in val.items() if isinstance(v, float))
+
+    # ---------------------------------------------------------------- using a run
+
+    def evaluate(self, run: Path, *, data: str | None, data_dir: str | None, split: str | None,
+                 batch_size: int, device: str, prior: str | None, options: dict) -> dict:
+        return self._unsupported("evaluate")
+
+    def encode(self, run: Path, *, data: str | None, data_dir: str | None, split: str | None,
+               device: str, options: dict) -> CodeFile:
+        return self._unsupported("encode")
+
+    def decode(self, run: Path, codes: CodeFile, out: Path, *, device: str, options: dict) -> str:
+        """Decode a code file into ``out``; returns what was written, for the user."""
+        return self._unsupported("decode")
+
+    def reconstruct(self, run: Path, out: Path, *, data: str | None, data_dir: str | None,
+                    split: str | None, n: int, device: str) -> str:
+        return self._unsupported("reconstruct")
+
+    # ---------------------------------------------------------------- stage 2
+
+    def prior_shape(self, config: dict, options: dict) -> tuple[int, ...]:
+        """The code grid a prior over this run's codes models."""
+        return self._unsupported("train-prior")
+
+    def prior_codes(self, run: Path, split: str, data: str | None, data_dir: str | None,
+                    shape: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
+        """Codes ``(N, *shape)`` and labels (or None) of a split, for training a prior."""
+        return self._unsupported("train-prior")
+
+    def write_samples(self, run: Path, codes: Tensor, out: Path, *, device: str, options: dict) -> str:
+        """Decode sampled codes ``(N, *S')`` and write them to ``out``; returns what was written."""
+        return self._unsupported("sample")
+
+    def evaluate_samples(self, run: Path, *, prior: str | None, per_class: int, real: int,
+                         sampling: dict, device: str) -> dict:
+        return self._unsupported("evaluate-samples")
+
+    def add_commands(self, sub) -> None:
+        """Add this modality's own sub-commands to the ``vqvae`` parser (``convert``, ...)."""
+
+    def _unsupported(self, command: str):
+        raise ValueError(f"vqvae {command} does not apply to {self.name} runs")
+
+    def check_kind(self, kind: str) -> None:
+        if kind not in self.models.values():
+            raise CheckpointError(f"the {self.name} modality has no model kind {kind!r}")

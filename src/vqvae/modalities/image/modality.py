@@ -1,0 +1,136 @@
+"""Images: 2-D code grids; the VQ-VAE of the paper's §4.1 and the continuous VAE baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from vqvae.autoencoder import MODELS
+from vqvae.modalities.base import Modality, Option
+from vqvae.modalities.image import evaluation
+from vqvae.modalities.image.data import image_datasets, load_images
+from vqvae.modalities.image.outputs import write_images, write_samples
+from vqvae.modalities.image.task import ImageTask
+from vqvae.modalities.options import QUANTIZER_OPTIONS, encoder_options
+from vqvae.runs import CodeFile
+from vqvae.train import LoopState, TrainConfig
+
+TRAIN_OPTIONS = (
+    *encoder_options(256, 256, 2, "2 gives 32x32 -> 8x8 (default 2)"),
+    *QUANTIZER_OPTIONS,
+    Option("--likelihood", "decoder likelihood: mse (default), bernoulli, or for 8-bit data and "
+           "bits/dim logistic (discretised) or categorical (256-way)", str, field="likelihood"),
+    Option("--mixtures", "components of the discretised logistic mixture (default 1)", int, field="mixtures"),
+    Option("--latent-dim", "VAE only: Gaussian latent channels per position (default 64)", int, field="latent_dim"),
+    Option("--decoder", "conv (default) or pixelcnn: autoregressive over pixels, conditioned on the "
+           "latents", str, field="decoder"),
+    Option("--decoder-width", "PixelCNN decoder channels (default 64)", int, field="decoder_width"),
+    Option("--decoder-depth", "PixelCNN decoder gated layers (default 8)", int, field="decoder_depth"),
+    Option("--image-size", "resize and centre-crop images to N x N", int),
+)
+
+
+class ImageModality(Modality):
+    name = "image"
+    models = {"vqvae": "vqvae", "vae": "vae"}
+    fallback = True  # the image loaders' errors explain unknown names and paths
+    reconstruct_count = 32
+    options = {
+        "train": TRAIN_OPTIONS,
+        "evaluate": (Option("--bits-per-dim", "also the negative ELBO in bits per dimension, with its "
+                            "reconstruction and latent terms (needs --likelihood logistic or categorical)",
+                            None, switch="on"),),
+        "encode": (Option("--precision", "auto (default) encodes under bf16 autocast where the hardware "
+                          "computes bf16 natively, as training does (faster; a few codes differ); fp32 "
+                          "gives the exact codes", str, choices=("fp32", "bf16", "auto")),),
+    }
+
+    def datasets(self) -> dict[str, str]:
+        return image_datasets()
+
+    def start(self, kind: str, spec: str, data_dir: str | None, model: dict, train: TrainConfig,
+              options: dict) -> dict:
+        image_size = options.get("image_size")
+        data = load_images(spec, "train", data_dir=data_dir, image_size=image_size)
+        variance = data.pixel_variance()
+        settings = self.config_class(kind)(**{"in_channels": data.images.shape[1], "data_variance": variance,
+                                              "seed": train.seed, **model})
+        MODELS[kind][0](settings).latent_shape(tuple(data.images.shape[2:]))  # fails early on bad sizes
+        return {
+            "model": settings.to_dict(),
+            "data": {
+                "spec": spec,
+                "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+                "image_size": image_size,
+                "shape": list(data.images.shape[1:]),
+                "variance": variance,
+                "train_images": len(data),
+                "classes": list(data.classes),
+            },
+        }
+
+    def config_class(self, kind: str) -> type:
+        self.check_kind(kind)
+        return MODELS[kind][1]
+
+    def build(self, config: dict) -> nn.Module:
+        self.check_kind(config["kind"])
+        model_cls, config_cls = MODELS[config["kind"]]
+        return model_cls(config_cls.from_dict(config["model"]))
+
+    def task(self, state: LoopState, config: dict) -> ImageTask:
+        data = config["data"]
+        load = {"data_dir": data["data_dir"], "image_size": data["image_size"]}
+        return ImageTask(state, load_images(data["spec"], "train", **load), load_images(data["spec"], "val", **load),
+                         data["variance"])
+
+    def summary(self, val: dict) -> str:
+        parts = [f"NMSE {val['nmse']:.4f}, PSNR {val['psnr']:.2f} dB"] if "nmse" in val else []
+        if "perplexity" in val:
+            parts.append(f"perplexity {val['perplexity']:.1f}, codes used {val['codes_used']}")
+        if "bits_per_dim" in val:
+            parts.append(f"{val['bits_per_dim']:.3f} bits/dim ({val['reconstruction_bits_per_dim']:.3f} "
+                         f"reconstruction + {val['latent_bits_per_dim']:.3f} latent)")
+        return "; ".join(parts)
+
+    # ---------------------------------------------------------------- using a run
+
+    def evaluate(self, run, *, data, data_dir, split, batch_size, device, prior, options) -> dict:
+        return evaluation.evaluate_run(self.load, run, data, data_dir, split, batch_size, device,
+                                       bits_per_dim=bool(options.get("bits_per_dim")), prior=prior)
+
+    def encode(self, run, *, data, data_dir, split, device, options) -> CodeFile:
+        dataset = evaluation.run_data(run, data, data_dir, split, default_split="train")
+        codes = evaluation.encode_images(self.load(run, device), dataset.images, device=device,
+                                         precision=options.get("precision", "auto"))
+        labels = dataset.labels if dataset.labels is not None else torch.full((len(codes),), -1)
+        return CodeFile(codes, labels)
+
+    def decode(self, run, codes: CodeFile, out: Path, *, device, options) -> str:
+        images = evaluation.decode_codes(self.load(run, device), codes.codes, device=device)
+        grid = write_images(images, out)
+        return f"wrote {len(images)} images and {grid}"
+
+    def reconstruct(self, run, out: Path, *, data, data_dir, split, n, device) -> str:
+        images = evaluation.run_data(run, data, data_dir, split).images[:n]
+        return f"wrote {evaluation.reconstruction_grid(self.load(run, device), images, out, device)}"
+
+    # ---------------------------------------------------------------- stage 2
+
+    def prior_shape(self, config: dict, options: dict) -> tuple[int, ...]:
+        return self.build(config).latent_shape(tuple(config["data"]["shape"][1:]))
+
+    def prior_codes(self, run, split, data, data_dir, shape) -> tuple[Tensor, Tensor | None]:
+        return evaluation.cached_codes(self.load, run, split, data, data_dir)
+
+    def write_samples(self, run, codes: Tensor, out: Path, *, device, options) -> str:
+        images = evaluation.decode_codes(self.load(run, device), codes, device=device)
+        return f"wrote {len(codes)} samples to {out} ({write_samples(codes, images, out)})"
+
+    def evaluate_samples(self, run, *, prior, per_class, real, sampling, device) -> dict:
+        sampling = dict(sampling)
+        seed = sampling.pop("seed", 0)
+        return evaluation.evaluate_samples(self.load, run, prior=prior, per_class=per_class, real=real,
+                                           sampling=sampling, seed=seed, device=device)
