@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 import vqvae
 from vqvae import checkpoint as ckpt
 from vqvae import train as train_module
-from vqvae.train import TrainConfig, TrainingInterrupted
 from vqvae.modalities.image.task import ImageTask
+from vqvae.train import TrainConfig, TrainingInterrupted
 from vqvae.workflow import start_run, train_tokenizer
 
 MODEL = {"hidden": 16, "res_hidden": 8, "codebook_size": 16, "code_dim": 4, "dead_code_window": 3}

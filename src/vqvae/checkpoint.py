@@ -19,7 +19,6 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"

@@ -29,7 +29,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vqvae.checkpoint import CONFIG_FILE, MODEL_FILE, atomic_write, read_config, write_bytes, write_json
+from vqvae.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    atomic_write,
+    read_config,
+    write_bytes,
+    write_json,
+)
 
 __all__ = [
     "CodeFile",

@@ -14,7 +14,8 @@ import torch
 
 from vqvae import checkpoint as ckpt
 from vqvae.modalities import Modality, detect, modality_of
-from vqvae.priors.training import PRIOR_TRAIN, fit_prior, start_prior_run as _start_prior_folder
+from vqvae.priors.training import PRIOR_TRAIN, fit_prior
+from vqvae.priors.training import start_prior_run as _start_prior_folder
 from vqvae.runs import fresh_run, read_config, write_config
 from vqvae.train import TrainConfig, TrainSummary, new_state, read_train_config, run_loop
 

@@ -20,7 +20,15 @@ from vqvae import checkpoint as ckpt
 from vqvae.priors.pixelcnn import PixelCNNConfig, PixelCNNPrior
 from vqvae.priors.transformer import TransformerConfig, TransformerPrior
 from vqvae.runs import read_config, write_config
-from vqvae.train import BatchOrder, LoopState, TrainConfig, TrainSummary, new_state, read_train_config, run_loop
+from vqvae.train import (
+    BatchOrder,
+    LoopState,
+    TrainConfig,
+    TrainSummary,
+    new_state,
+    read_train_config,
+    run_loop,
+)
 
 PRIORS = {"pixelcnn": (PixelCNNPrior, PixelCNNConfig), "transformer": (TransformerPrior, TransformerConfig)}
 # Weight averaging: on the MNIST tokenizer's codes, 400 steps, the average scored 2.469

@@ -1,35 +1,35 @@
 """A small classifier trained on real images, to judge generated ones.
 
 Two sample-quality numbers come from it: the label accuracy of class-conditional samples,
-and :func:`frechet_distance` between its penultimate-layer features of samples and of
-held-out real images (the Fréchet Inception Distance of Heusel et al. 2017, with this
-classifier in place of Inception, so it is *not* called FID and is only comparable
-between runs that share one classifier).
+and :func:`~vqvae.judges.frechet_distance` between its penultimate-layer features of
+samples and of held-out real images (the Fréchet Inception Distance of Heusel et al. 2017,
+with this classifier in place of Inception, so it is *not* called FID and is only
+comparable between runs that share one classifier).
 
 The classifier is trained once per tokenizer run and cached in a folder of its own
-(``config.json`` + ``model.safetensors``, see :func:`cached_classifier`).
+(``config.json`` + ``model.safetensors``, see :func:`cached_classifier`). Training,
+prediction and the cache are the shared ones of :mod:`vqvae.judges`; this module brings
+the network, its input (uint8 images to floats in ``[0, 1]``) and the augmentation.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
-import time
-import warnings
-from pathlib import Path
+from collections.abc import Iterator
 
-import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.checkpoint import (
-    CONFIG_FILE,
-    load_judge,
-    read_judge_config,
-    save_judge,
+from vqvae.checkpoint import load_judge, save_judge
+from vqvae.judges import (
+    cached_judge,
+    check_labels,
+    fingerprint,
+    fraction_correct,
+    frechet_distance,
+    predict_batches,
+    train_judge,
 )
 
 __all__ = [
@@ -143,18 +143,6 @@ def _check_images(images: Tensor, model: ImageClassifier | None = None) -> None:
             )
 
 
-def _check_labels(labels: Tensor, n: int, num_classes: int) -> None:
-    if labels.dtype != torch.int64 or tuple(labels.shape) != (n,):
-        raise ValueError(
-            f"labels must be int64 (N,) = ({n},), got {labels.dtype} {tuple(labels.shape)}"
-        )
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(
-            f"labels span {int(labels.min())}..{int(labels.max())}, outside "
-            f"0..{num_classes - 1} for num_classes={num_classes}"
-        )
-
-
 def _to_float(images: Tensor, device: str | torch.device) -> Tensor:
     return images.to(device).float().div_(255.0)
 
@@ -175,7 +163,7 @@ def _shift(x: Tensor, generator: torch.Generator) -> Tensor:
     return out.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
     """Endless mini-batches of indices: a fresh permutation per epoch, remainder dropped."""
     while True:
         order = torch.randperm(n, generator=generator)
@@ -184,12 +172,10 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
 
 
 def _fingerprint(images: Tensor, labels: Tensor) -> str:
-    """SHA-256 of the training set, so a cache never serves a classifier of other data."""
-    digest = hashlib.sha256()
-    digest.update(str((tuple(images.shape), tuple(labels.shape))).encode())
-    digest.update(images.cpu().contiguous().numpy().tobytes())
-    digest.update(labels.cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    """SHA-256 of the training set; the same bytes as before :mod:`vqvae.judges` existed,
+    so classifiers cached in older run directories still match."""
+    shapes = str((tuple(images.shape), tuple(labels.shape)))
+    return fingerprint([shapes, images, labels])
 
 
 def train_classifier(
@@ -209,10 +195,10 @@ def train_classifier(
     """Train an :class:`ImageClassifier` on real images with Adam and a cosine learning rate.
 
     Each step draws a batch (a fresh permutation per epoch), shifts every image by up to
-    2 pixels, and takes one cross-entropy step. On the CPU, with a fixed number of
-    threads, the result depends only on the arguments (``seed`` fixes the initial
-    weights, batches and shifts; the global RNG is left untouched) unless
-    ``time_budget`` stops training early.
+    2 pixels, and takes one cross-entropy step (:func:`vqvae.judges.train_judge`). On the
+    CPU, with a fixed number of threads, the result depends only on the arguments
+    (``seed`` fixes the initial weights, batches and shifts; the global RNG is left
+    untouched) unless ``time_budget`` stops training early.
 
     Args:
         images: uint8 ``(N, C, H, W)`` training images.
@@ -231,65 +217,41 @@ def train_classifier(
         the steps actually run, the seconds taken and a fingerprint of the data.
     """
     _check_images(images)
-    _check_labels(labels, images.shape[0], num_classes)
-    if steps < 1 or batch_size < 2 or images.shape[0] < 2:
-        raise ValueError(
-            f"need steps >= 1, batch_size >= 2 and at least 2 images (BatchNorm), got "
-            f"steps={steps}, batch_size={batch_size}, {images.shape[0]} images"
-        )
-    batch_size = min(batch_size, images.shape[0])
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    check_labels(labels, images.shape[0], num_classes, per="image")
+
+    def build() -> ImageClassifier:
         model = ImageClassifier(images.shape[1], num_classes, tuple(images.shape[2:]),
                                 width=width, feature_dim=feature_dim)
-    # channels-last roughly halves the cost of these small convolutions on the CPU
-    model.to(device, memory_format=torch.channels_last).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
-    )
+        # channels-last roughly halves the cost of these small convolutions on the CPU
+        return model.to(memory_format=torch.channels_last)
 
-    start = time.monotonic()
-    batches = _batches(images.shape[0], batch_size, generator)
-    step, loss = 0, None
-    while step < steps:
-        if time_budget is not None and time.monotonic() - start >= time_budget:
-            break
-        # 1. batch + augmentation  2. forward/backward  3. optimizer and lr schedule
-        index = next(batches)
+    def inputs(index: Tensor, generator: torch.Generator) -> tuple[Tensor]:
         x = _shift(_to_float(images[index], device), generator)  # (B, C, H, W)
-        x = x.contiguous(memory_format=torch.channels_last)
-        y = labels[index].to(device)  # (B,)
-        logits = model(x)  # (B, num_classes)
-        batch_loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        batch_loss.backward()
-        optimizer.step()
-        schedule.step()
-        step += 1
-        loss = float(batch_loss.detach())
+        return (x.contiguous(memory_format=torch.channels_last),)
 
-    model.train_settings = {
-        "steps": steps,
-        "steps_run": step,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "time_budget": time_budget,
-        "seconds": round(time.monotonic() - start, 3),
-        "final_loss": loss,
-        "train_images": int(images.shape[0]),
-        "data_sha256": _fingerprint(images, labels),
-    }
+    model = train_judge(
+        build,
+        labels,
+        lambda size, generator: _batches(images.shape[0], size, generator),
+        inputs,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        time_budget=time_budget,
+        device=device,
+        record={
+            "train_images": int(images.shape[0]),
+            "data_sha256": _fingerprint(images, labels),
+        },
+    )
     # back to the default layout, so a reloaded copy computes exactly the same features
-    return model.to(memory_format=torch.contiguous_format).eval()
+    return model.to(memory_format=torch.contiguous_format)
 
 
 # --------------------------------------------------------------------- inference
 
 
-@torch.no_grad()
 def predict(
     model: ImageClassifier,
     images: Tensor,
@@ -304,14 +266,18 @@ def predict(
         ``(labels int64 (N,), features float64 (N, feature_dim))`` on the CPU.
     """
     _check_images(images, model)
-    model.eval()
-    preds, feats = [], []
-    for start in range(0, images.shape[0], batch_size):
-        x = _to_float(images[start : start + batch_size], device)  # (B, C, H, W)
-        f = model.features(x)  # (B, F)
-        preds.append(model.head(f).argmax(dim=1).cpu())
-        feats.append(f.double().cpu())
-    return torch.cat(preds), torch.cat(feats)
+
+    def labels_and_features(m: ImageClassifier, x: Tensor) -> tuple[Tensor, Tensor]:
+        f = m.features(x)  # (B, F)
+        return m.head(f).argmax(dim=1), f.double()
+
+    return predict_batches(
+        model,
+        torch.arange(images.shape[0]),
+        batch_size,
+        lambda index: (_to_float(images[index], device),),
+        labels_and_features,
+    )
 
 
 def accuracy(model: ImageClassifier, images: Tensor, labels: Tensor, **predict_kwargs) -> float:
@@ -321,72 +287,7 @@ def accuracy(model: ImageClassifier, images: Tensor, labels: Tensor, **predict_k
             f"need one label per image: {images.shape[0]} images, labels {tuple(labels.shape)}"
         )
     predicted, _ = predict(model, images, **predict_kwargs)
-    return float((predicted == labels.cpu()).double().mean())
-
-
-# -------------------------------------------------------------- Fréchet distance
-
-
-def _as_features(x, name: str) -> np.ndarray:
-    x = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
-    x = x.astype(np.float64, copy=False)
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(
-            f"{name} must be (N, F) features with N >= 2 rows (a covariance needs two), "
-            f"got shape {x.shape}"
-        )
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} has NaN or infinite features")
-    return x
-
-
-def _sqrtm_product(s_a: np.ndarray, s_b: np.ndarray) -> np.ndarray:
-    """``(S_a S_b)^{1/2}``, regularising both factors when the product is near-singular."""
-    product = s_a @ s_b
-    with warnings.catch_warnings():
-        # a singular product warns here; the residual check below decides what to do
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        root = scipy.linalg.sqrtm(product)
-    scale = max(np.abs(product).max(), np.finfo(np.float64).tiny)
-    if not np.isfinite(root).all() or np.abs(root @ root - product).max() > 1e-6 * scale:
-        # Singular covariances (dead ReLU units, fewer samples than features) break the
-        # square root; pytorch-fid's remedy is a small ridge on both factors.
-        eps = 1e-6 * max(np.trace(s_a), np.trace(s_b), 1.0) / s_a.shape[0]
-        ridge = eps * np.eye(s_a.shape[0])
-        root = scipy.linalg.sqrtm((s_a + ridge) @ (s_b + ridge))
-    if np.iscomplexobj(root):
-        imag = np.abs(np.diagonal(root).imag).max()
-        if imag > 1e-3 * max(np.abs(np.diagonal(root).real).max(), 1.0):
-            raise ValueError(
-                f"the matrix square root has a large imaginary part ({imag:.3g}): the "
-                f"covariances are too ill-conditioned; use more samples"
-            )
-        root = root.real
-    return root
-
-
-def frechet_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets.
-
-    ``||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})`` in float64, with sample
-    means and unbiased covariances (Heusel et al. 2017, eq. 6 of the FID paper).
-
-    Args:
-        a: ``(N, F)`` features, e.g. of generated samples (tensor or array).
-        b: ``(M, F)`` features, e.g. of held-out real images.
-
-    Returns:
-        The distance (0 for identical sets, up to rounding).
-    """
-    a, b = _as_features(a, "a"), _as_features(b, "b")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"feature widths differ: a has {a.shape[1]}, b has {b.shape[1]}")
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)  # (F,)
-    s_a = np.atleast_2d(np.cov(a, rowvar=False))  # (F, F)
-    s_b = np.atleast_2d(np.cov(b, rowvar=False))  # (F, F)
-    root = _sqrtm_product(s_a, s_b)
-    diff = mu_a - mu_b
-    return float(diff @ diff + np.trace(s_a) + np.trace(s_b) - 2.0 * np.trace(root))
+    return fraction_correct(predicted, labels)
 
 
 # -------------------------------------------------------------------- save / load
@@ -430,7 +331,6 @@ def cached_classifier(
         ``val_accuracy`` is measured now when validation images are given, else the
         saved value.
     """
-    folder = Path(folder)
     _check_images(train_images)
     if (val_images is None) != (val_labels is None):
         raise ValueError("give both val_images and val_labels, or neither")
@@ -443,24 +343,15 @@ def cached_classifier(
         if key in train_kwargs:
             wanted[key] = int(train_kwargs[key])
     device = train_kwargs.get("device", "cpu")
-
-    if (folder / CONFIG_FILE).is_file():
-        config = read_judge_config(folder, KIND)
-        saved = config.get("model") or {}
-        fits = all(saved.get(k) == v for k, v in wanted.items()) and (
-            (config.get("training") or {}).get("data_sha256")
-            == _fingerprint(train_images, train_labels)
-        )
-        if fits:
-            model = load_classifier(folder, device)
-            val_accuracy = config.get("val_accuracy")
-            if val_images is not None:
-                val_accuracy = accuracy(model, val_images, val_labels, device=device)
-            return model, {"val_accuracy": val_accuracy, "trained": False}
-
-    model = train_classifier(train_images, train_labels, num_classes, **train_kwargs)
-    val_accuracy = None
-    if val_images is not None:
-        val_accuracy = accuracy(model, val_images, val_labels, device=device)
-    save_classifier(model, folder, val_accuracy=val_accuracy)
-    return model, {"val_accuracy": val_accuracy, "trained": True}
+    return cached_judge(
+        folder,
+        KIND,
+        ImageClassifier,
+        wanted,
+        _fingerprint(train_images, train_labels),
+        lambda: train_classifier(train_images, train_labels, num_classes, **train_kwargs),
+        None if val_images is None else (
+            lambda model: accuracy(model, val_images, val_labels, device=device)
+        ),
+        device,
+    )

@@ -1,4 +1,4 @@
-"""The speech judges: log-mel features, padding masks, training, save/load and the cache."""
+"""The speech judges: log-mel features, padding masks, augmentation, training, save/load, cache."""
 
 import io
 import json
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from vqvae.checkpoint import CheckpointError
+from vqvae.modalities.speech.augment import augment, lowpass
 from vqvae.modalities.speech.judge import (
     AudioClassifier,
-    _augment,
-    _lowpass,
+    _fingerprint,
     audio_accuracy,
     audio_features,
     cached_audio_classifier,
@@ -193,7 +193,7 @@ def _sine(f: float, n: int) -> torch.Tensor:
 
 def test_augmentation_shifts_crops_and_scales_within_bounds():
     clip = _sine(500.0, 4000)  # below every low-pass cut-off
-    x, lengths = _augment([clip] * 64, SR, torch.Generator().manual_seed(0))
+    x, lengths = augment([clip] * 64, SR, torch.Generator().manual_seed(0))
     assert x.shape == (64, 1, int(lengths.max()))
     # at most 0.1 s (800 samples) of silence added or 10 % of the clip cut, at each end
     assert 4000 - 2 * 400 <= lengths.min() < 4000 < lengths.max() <= 4000 + 2 * 800
@@ -204,13 +204,13 @@ def test_augmentation_shifts_crops_and_scales_within_bounds():
     energy = x[:, 0].square().sum(dim=1) / lengths.clamp(max=4000)
     gains = (energy / clip.square().mean()).sqrt()
     assert 10 ** (-6 / 20) * 0.95 < gains.min() < 0.7 and 1.4 < gains.max() < 10 ** (6 / 20) * 1.05
-    again, _ = _augment([clip] * 64, SR, torch.Generator().manual_seed(0))
+    again, _ = augment([clip] * 64, SR, torch.Generator().manual_seed(0))
     assert torch.equal(again, x)
 
 
 def test_lowpass_keeps_low_tones_and_removes_high_ones():
     low, high = _sine(500.0, 4000), _sine(3000.0, 4000)
-    out = _lowpass(torch.stack([low, high]), torch.tensor([2000.0, 1500.0]), SR)
+    out = lowpass(torch.stack([low, high]), torch.tensor([2000.0, 1500.0]), SR)
     inner = slice(400, -400)  # away from the ringing of the clip's abrupt ends
     torch.testing.assert_close(out[0, inner], low[inner], atol=1e-3, rtol=0)
     # an 8th-order Butterworth passes 1 / sqrt(1 + 2^16) of a tone an octave above cut-off
@@ -276,6 +276,15 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path, tones, trained):
     assert loaded.train_settings == trained.train_settings
     x, lengths = pad_batch(val_clips)
     assert torch.equal(loaded(x, lengths), trained(x, lengths))
+
+
+def test_the_data_fingerprint_is_the_one_of_older_cached_classifiers():
+    # Pinned: classifiers cached in existing run directories are reused only while the
+    # fingerprint of their training clips hashes the same bytes as when they were saved.
+    clips = [torch.arange(n) / 1024.0 for n in (100, 250, 80)]  # exact in float32
+    assert _fingerprint(clips, torch.tensor([0, 1, 0]), SR) == (
+        "60517fc6409d4c3ef188f51396bea566845757da58c7f4fdac84f4c878480899"
+    )
 
 
 def test_cached_classifier_reuses_a_match_and_retrains_on_other_data(tmp_path, tones):

@@ -1,20 +1,18 @@
-"""The sample-quality classifier: Fréchet distance, training on real digits, save/load, cache."""
+"""The image judge: training on real digits, prediction, save/load and the cache."""
 
 import json
 
-import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 from vqvae.checkpoint import CheckpointError
 from vqvae.modalities.image.data import load_images
 from vqvae.modalities.image.judge import (
     ImageClassifier,
+    _fingerprint,
     _shift,
     accuracy,
     cached_classifier,
-    frechet_distance,
     load_classifier,
     predict,
     save_classifier,
@@ -30,123 +28,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-# ------------------------------------------------------------------ Fréchet distance
-
-
-def _with_moments(rng, n, mean, cov):
-    """``n`` samples whose sample mean and unbiased covariance are exactly ``mean``, ``cov``."""
-    z = rng.normal(size=(n, len(mean)))
-    z -= z.mean(axis=0)
-    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T  # covariance I
-    return z @ np.linalg.cholesky(cov).T + mean
-
-
-def _psd_sqrt(s):
-    w, v = np.linalg.eigh(s)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-
-
-def _reference(mu_a, s_a, mu_b, s_b):
-    """Closed form through symmetric roots: Tr (S_a S_b)^½ = Tr (S_a^½ S_b S_a^½)^½."""
-    root_a = _psd_sqrt(s_a)
-    cross = np.trace(_psd_sqrt(root_a @ s_b @ root_a))
-    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * cross)
-
-
-def test_frechet_identical_sets_give_zero():
-    a = np.random.default_rng(0).normal(3.0, 5.0, size=(400, 16))
-    scale = np.trace(np.cov(a, rowvar=False))
-    assert abs(frechet_distance(a, a)) < 1e-9 * scale
-
-
-def test_frechet_matches_closed_form_for_diagonal_gaussians():
-    rng = np.random.default_rng(1)
-    mu_a, mu_b = np.array([0.0, 1.0, -2.0, 0.5]), np.array([1.0, 1.0, 0.0, -0.5])
-    var_a, var_b = np.array([1.0, 4.0, 0.25, 2.0]), np.array([9.0, 1.0, 0.25, 0.5])
-    a = _with_moments(rng, 300, mu_a, np.diag(var_a))
-    b = _with_moments(rng, 500, mu_b, np.diag(var_b))
-    # Diagonal covariances commute: the trace term is sum (sqrt var_a - sqrt var_b)^2.
-    expected = np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
-    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
-
-
-def test_frechet_matches_closed_form_for_full_covariances_and_is_symmetric():
-    rng = np.random.default_rng(2)
-    f = 6
-    m_a, m_b = rng.normal(size=(f, f)), rng.normal(size=(f, f))
-    s_a, s_b = m_a @ m_a.T + 0.1 * np.eye(f), m_b @ m_b.T + 0.1 * np.eye(f)
-    mu_a, mu_b = rng.normal(size=f), rng.normal(size=f)
-    a, b = _with_moments(rng, 200, mu_a, s_a), _with_moments(rng, 300, mu_b, s_b)
-    expected = _reference(mu_a, s_a, mu_b, s_b)
-    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)
-    assert frechet_distance(b, a) == pytest.approx(frechet_distance(a, b), rel=1e-10)
-    # Torch tensors in, the same number out.
-    assert frechet_distance(torch.from_numpy(a), b) == pytest.approx(
-        frechet_distance(a, b), rel=1e-12
-    )
-
-
-def test_frechet_sample_estimate_approaches_the_population_value():
-    rng = np.random.default_rng(3)
-    a = rng.normal(0.0, 1.0, size=(20000, 3))
-    b = rng.normal(0.5, 2.0, size=(20000, 3))
-    expected = 3 * 0.5**2 + 3 * (1.0 - 2.0) ** 2
-    assert frechet_distance(a, b) == pytest.approx(expected, rel=0.05)
-
-
-def test_frechet_mean_shift_adds_its_squared_norm():
-    rng = np.random.default_rng(4)
-    a = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5))
-    v = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
-    assert frechet_distance(a, a + v) == pytest.approx(v @ v, rel=1e-9)
-
-
-def test_frechet_survives_singular_covariances():
-    rng = np.random.default_rng(5)
-    mu_a, mu_b = np.zeros(4), np.ones(4)
-    s_a, s_b = np.diag([1.0, 2.0, 3.0, 4.0]), np.diag([4.0, 3.0, 2.0, 1.0])
-    a, b = _with_moments(rng, 100, mu_a, s_a), _with_moments(rng, 100, mu_b, s_b)
-    expected = _reference(mu_a, s_a, mu_b, s_b)
-    dead = np.zeros((100, 3))  # dead ReLU units: zero variance in both sets
-    got = frechet_distance(np.hstack([a, dead]), np.hstack([b, dead]))
-    assert got == pytest.approx(expected, rel=1e-5)
-    # Fewer samples than features: rank-deficient covariances, still a finite distance.
-    few = frechet_distance(rng.normal(size=(8, 32)), rng.normal(size=(8, 32)))
-    assert np.isfinite(few) and few > 0
-
-
-def test_frechet_retries_with_a_ridge_when_the_square_root_fails(monkeypatch):
-    rng = np.random.default_rng(6)
-    a, b = rng.normal(size=(50, 3)), rng.normal(1.0, 2.0, size=(60, 3))
-    expected = frechet_distance(a, b)
-    real_sqrtm, calls = scipy.linalg.sqrtm, []
-
-    def flaky_sqrtm(m):
-        calls.append(m)
-        return np.full_like(m, np.nan) if len(calls) == 1 else real_sqrtm(m)
-
-    monkeypatch.setattr(scipy.linalg, "sqrtm", flaky_sqrtm)
-    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-5)
-    assert len(calls) == 2 and not np.array_equal(calls[0], calls[1])  # ridge added
-    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda m: real_sqrtm(m) + 1j * np.eye(len(m)))
-    with pytest.raises(ValueError, match="imaginary"):
-        frechet_distance(a, b)
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "match"),
-    [
-        (np.zeros((1, 4)), np.zeros((5, 4)), "N >= 2 rows"),
-        (np.zeros((5, 4)), np.zeros((5, 3)), "feature widths differ"),
-        (np.zeros(5), np.zeros((5, 1)), r"\(N, F\)"),
-        (np.full((5, 2), np.nan), np.zeros((5, 2)), "NaN"),
-    ],
-)
-def test_frechet_rejects_bad_input(a, b, match):
-    with pytest.raises(ValueError, match=match):
-        frechet_distance(a, b)
 
 
 # ------------------------------------------------------------------ training on digits
@@ -248,6 +129,15 @@ def test_tiny_images_pass_all_three_pools():
     model = ImageClassifier(3, 4, (5, 3), width=4, feature_dim=6).eval()
     assert model(torch.rand(2, 3, 5, 3)).shape == (2, 4)
     assert model.features(torch.rand(2, 3, 5, 3)).shape == (2, 6)
+
+
+def test_the_data_fingerprint_is_the_one_of_older_cached_classifiers():
+    # Pinned: classifiers cached in existing run directories are reused only while the
+    # fingerprint of their training set hashes the same bytes as when they were saved.
+    images, labels = _tiny_set()
+    assert _fingerprint(images, labels) == (
+        "846704c253fd0178d7596471c7017a2468d0bd762d7177ebed0fcc3835713c6b"
+    )
 
 
 def test_cached_classifier_trains_once_then_loads(tmp_path):
