@@ -1,4 +1,4 @@
-"""Tests of vqvae.modalities.speech.data: WAV input/output, audio folders and archives, fsdd, crops."""
+"""Tests of vqvae.modalities.speech's data: WAV input/output, audio folders and archives, fsdd, crops."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import pytest
 import soundfile as sf
 import torch
 
-import vqvae.modalities.speech.data as audio_module
+import vqvae.modalities.speech.fsdd as fsdd_module
+import vqvae.modalities.speech.source as source_module
 from conftest import shared_data
 from vqvae.data.errors import DataError
 from vqvae.modalities.speech.data import (
@@ -221,7 +222,7 @@ def test_second_load_comes_from_the_cache_and_edits_invalidate_it(
         raise AssertionError("decoded although the cache holds this split")
 
     with monkeypatch.context() as patch:
-        patch.setattr(audio_module, "_decode_wav", _no_decoding)
+        patch.setattr(source_module, "decode_wav", _no_decoding)
         again = load_audio(root, "train")
     assert again.names == first.names
     assert all(torch.equal(x, y) for x, y in zip(first.waveforms, again.waveforms, strict=True))
@@ -392,16 +393,16 @@ def test_fsdd_download_is_validated_and_kept(
     (repo / "README.md").write_text("FSDD\n")
     _tar(repo, www / "good.tar.gz")
     (www / "bad.tar.gz").write_bytes(b"<html>rate limited</html>")
-    monkeypatch.setattr(audio_module, "FSDD_URLS", (_unreachable_url(), url + "bad.tar.gz"))
+    monkeypatch.setattr(fsdd_module, "FSDD_URLS", (_unreachable_url(), url + "bad.tar.gz"))
     with pytest.raises(
         DataError, match=r"could not download .*Offline, pass --data-dir DIR.*VQVAE_DATA"
     ):
         load_audio("fsdd", "val")
     assert [p.name for p in (tmp_path / "downloads" / "fsdd").iterdir()] == []
-    monkeypatch.setattr(audio_module, "FSDD_URLS", (url + "bad.tar.gz", url + "good.tar.gz"))
+    monkeypatch.setattr(fsdd_module, "FSDD_URLS", (url + "bad.tar.gz", url + "good.tar.gz"))
     data = load_audio("fsdd", "val")
     assert data.names == ("0_amy_5.wav", "0_bob_5.wav")
-    monkeypatch.setattr(audio_module, "FSDD_URLS", (_unreachable_url(),))
+    monkeypatch.setattr(fsdd_module, "FSDD_URLS", (_unreachable_url(),))
     assert load_audio("fsdd", "train").names == ("0_amy_10.wav", "0_bob_10.wav")  # kept on disk
 
 

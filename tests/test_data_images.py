@@ -1,4 +1,4 @@
-"""Tests of vqvae.data image loading: sources, layouts, splits, downloads and the cache."""
+"""Tests of vqvae.data and image loading: file trees, sources, layouts, splits, downloads, caches."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import functools
 import gzip
 import hashlib
 import http.server
+import io
+import os
+import shutil
 import socket
 import tarfile
 import threading
@@ -21,7 +24,10 @@ from PIL import Image
 import vqvae.modalities.image.data.folder as folder_module
 import vqvae.modalities.image.data.mnist as mnist_module
 from vqvae.data import DataError
-from vqvae.data.splits import fixed_permutation, validation_indices
+from vqvae.data.cache import ArrayCache
+from vqvae.data.download import fetch
+from vqvae.data.files import DirTree, TarTree, open_tree, unwrap
+from vqvae.data.splits import fixed_permutation, validation_indices, validation_indices_by_name
 from vqvae.modalities.image.data import ImageData, available_splits, image_datasets, load_images
 from vqvae.modalities.image.data.idx import parse_idx
 
@@ -247,6 +253,28 @@ def test_download_unreachable_says_where_to_put_files(monkeypatch: pytest.Monkey
     assert "train-labels-idx1-ubyte.gz" in str(info.value)
 
 
+def test_fetch_without_checksum_keeps_only_what_its_check_accepts(
+    tmp_path: Path, http_root: tuple[Path, str]
+) -> None:
+    www, url = http_root
+    (www / "f.bin").write_bytes(b"payload")
+
+    def refuse(path: Path) -> None:
+        raise DataError(f"it holds {path.read_bytes()!r},\n not the data")
+
+    dest = tmp_path / "d"
+    with pytest.raises(
+        DataError,
+        match=r"could not download f\.bin \(.*f\.bin: it holds b'payload', not the data\)\. go offline",
+    ):
+        fetch("f.bin", [url + "f.bin"], None, dest, hint="go offline", check=refuse)
+    assert list(dest.iterdir()) == []  # nothing under the final name, no temporary file
+    kept = fetch("f.bin", [url + "f.bin"], None, dest, hint="", check=lambda path: None)
+    assert kept == dest / "f.bin" and kept.read_bytes() == b"payload"
+    with pytest.raises(ValueError, match="needs an md5 or a check"):
+        fetch("f.bin", [url + "f.bin"], None, dest, hint="")
+
+
 def _cifar_batch(labels: list[int], seed: int) -> tuple[bytes, np.ndarray]:
     images = np.random.default_rng(seed).integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
     records = [
@@ -274,7 +302,8 @@ def test_download_cifar10_binary_tarball(
     archive = _tar(tmp_path / "bin", root / "cifar-10-binary.tar.gz")
     monkeypatch.setattr("vqvae.modalities.image.data.cifar.CIFAR10_URLS", (url + archive.name,))
     monkeypatch.setattr(
-        "vqvae.modalities.image.data.cifar.CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest()
+        "vqvae.modalities.image.data.cifar.CIFAR10_MD5",
+        hashlib.md5(archive.read_bytes()).hexdigest(),
     )
     test = load_images("cifar10", "test")
     assert torch.equal(test.images, torch.from_numpy(images))
@@ -510,6 +539,20 @@ def test_validation_split_is_fixed_and_disjoint() -> None:
         validation_indices(1)
 
 
+def test_validation_by_name_depends_only_on_each_name() -> None:
+    names = [f"{i:02d}.wav" for i in range(30)]
+    train, val = validation_indices_by_name(names)
+    assert val.tolist() == [17, 20]  # pinned: changing it moves clips between train and val
+    assert train.dtype == val.dtype == np.int64
+    assert sorted([*train, *val]) == list(range(30))
+    # Adding names never moves an existing one: val is a per-name decision.
+    more = ["new.wav", *names, "other/x.wav"]
+    _, val_more = validation_indices_by_name(more)
+    assert {more[i] for i in val_more} >= {names[i] for i in val}
+    assert {more[i] for i in val_more} - {names[i] for i in val} <= {"new.wav", "other/x.wav"}
+    assert [len(part) for part in validation_indices_by_name([])] == [0, 0]
+
+
 def test_folder_val_split_disjoint_and_stable(tmp_path: Path) -> None:
     for i in range(30):
         _png(tmp_path / "flat" / f"{i:02d}.png", _solid(i * 8))
@@ -593,6 +636,102 @@ def test_cache_never_pickles(tmp_path: Path) -> None:
     (entry,) = (tmp_path / "cache").rglob("*.npz")
     with np.load(entry, allow_pickle=False) as npz:
         assert all(npz[name].dtype != object for name in npz.files)
+
+
+def test_array_cache_versions_and_bad_entries(tmp_path: Path) -> None:
+    def unpack(arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+        return arrays["x"] if arrays["x"].dtype == np.int16 else None
+
+    v1 = ArrayCache("things", 1, lambda x: {"x": x}, unpack)
+    key = {"path": "/somewhere/a b.bin", "size": 3}
+    decoded = []
+
+    def decode() -> np.ndarray:
+        decoded.append(True)
+        return np.arange(3, dtype=np.int16)
+
+    first, again = v1.get("a b", key, decode), v1.get("a b", key, decode)
+    assert np.array_equal(first, again) and decoded == [True]  # the second came from disk
+    path = v1.path("a b", key)
+    assert path.parent == tmp_path / "cache" / "things" and path.name.startswith("a_b-")
+    assert v1.peek("a b", {**key, "size": 4}) is None  # another key, another entry
+    # A new format version neither finds the old entry nor misreads it under its own name.
+    v2 = ArrayCache("things", 2, lambda x: {"x": x}, unpack)
+    assert v2.path("a b", key) != path and v2.peek("a b", key) is None
+    shutil.copy(path, v2.path("a b", key))
+    assert v2.peek("a b", key) is None
+    v1.put("a b", key, np.arange(3, dtype=np.int32))  # its unpack refuses int32
+    assert v1.peek("a b", key) is None
+    path.write_bytes(b"PK\x03\x04 not a zip")
+    assert v1.peek("a b", key) is None
+    assert np.array_equal(v1.get("a b", key, decode), first) and len(decoded) == 2
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# --- file trees: folders and archives read in place --------------------------------------
+
+
+def _add_member(
+    tar: tarfile.TarFile,
+    name: str,
+    kind: bytes = tarfile.REGTYPE,
+    data: bytes = b"",
+    link: str = "",
+) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data)
+    tar.addfile(info, io.BytesIO(data) if data else None)
+
+
+def test_tar_tree_lists_only_plain_visible_members_inside_the_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "odd.tar"
+    with tarfile.open(archive, "w") as tar:
+        _add_member(tar, "./set/a.png", data=b"a")
+        _add_member(tar, "/set/abs.png", data=b"b")  # a leading / is dropped
+        _add_member(tar, "set/../../escape.png", data=b"c")  # would land outside: ignored
+        _add_member(tar, "set/.hidden.png", data=b"d")
+        _add_member(tar, ".git/x.png", data=b"e")
+        _add_member(tar, "set/sym.png", tarfile.SYMTYPE, link="/etc/passwd")
+        _add_member(tar, "set/hard.png", tarfile.LNKTYPE, link="set/a.png")
+        _add_member(tar, "set/sub", tarfile.DIRTYPE)
+        _add_member(tar, "set/dev", tarfile.CHRTYPE)
+    tree = open_tree(archive, "test")
+    assert isinstance(tree, TarTree) and tree.description == f"test archive {archive}"
+    assert [e.parts for e in tree.files] == [("set", "a.png"), ("set", "abs.png")]
+    assert dict(tree.read_all(tree.files)) == {0: b"a", 1: b"b"}
+    assert tree.where(tree.files[0]) == f"'./set/a.png' in archive {archive}"
+    assert [e.parts for e in unwrap(tree.files)] == [("a.png",), ("abs.png",)]
+    assert unwrap(tree.files, keep={"set"}) == tree.files  # a layout folder stays
+
+
+def test_dir_tree_skips_hidden_follows_linked_folders_and_fingerprints_by_suffix(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.png").write_bytes(b"x")
+    (root / "a" / ".y.png").write_bytes(b"y")
+    (root / ".cache").mkdir()
+    (root / ".cache" / "z.png").write_bytes(b"z")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "w.PNG").write_bytes(b"w")
+    os.symlink(tmp_path / "elsewhere", root / "linked")
+    tree = open_tree(root, "test")
+    assert isinstance(tree, DirTree) and tree.description == f"test folder {root}"
+    assert [(e.parts, e.suffix) for e in tree.files] == [
+        (("a", "x.png"), ".png"),
+        (("linked", "w.PNG"), ".png"),
+    ]
+    assert sorted(data for _, data in tree.read_all(tree.files)) == [b"w", b"x"]
+    before = tree.fingerprint({".png"})
+    (root / "a" / "notes.txt").write_text("not a .png: no new key")
+    assert DirTree(root, "test").fingerprint({".png"}) == before
+    (root / "a" / "x.png").write_bytes(b"edited")
+    assert DirTree(root, "test").fingerprint({".png"}) != before
+    with pytest.raises(DataError, match=r"test folder .*missing does not exist"):
+        open_tree(tmp_path / "missing", "test")
+    with pytest.raises(DataError, match=r"test archive .*missing\.tgz does not exist"):
+        open_tree(tmp_path / "missing.tgz", "test")
 
 
 # --- package hygiene ------------------------------------------------------------------------

