@@ -1,5 +1,6 @@
 """Shared fixtures: a private data cache, the development data folder, tiny image sets."""
 
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -45,4 +46,20 @@ def tiny_images(tmp_path_factory) -> Path:
             img = np.zeros((16, 16, 3), np.uint8) + rng.integers(0, 40, 3).astype(np.uint8)
             img[mask] = colour
             Image.fromarray(img).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def fsdd_mini(tmp_path_factory):
+    """Digits 0-1 of speakers george and theo, takes 5-7 (val) and 10-13 (train)."""
+    tar_path = shared_data("fsdd", "fsdd-train-recordings.tar.gz")
+    root = tmp_path_factory.mktemp("fsdd-mini")
+    with tarfile.open(tar_path) as tar:
+        for member in tar.getmembers():
+            name = member.name.rsplit("/", 1)[-1]
+            if not name.endswith(".wav"):
+                continue
+            digit, speaker, take = name[:-4].split("_")
+            if digit in "01" and speaker in ("george", "theo") and int(take) in (5, 6, 7, 10, 11, 12, 13):
+                (root / name).write_bytes(tar.extractfile(member).read())
     return root

@@ -2,34 +2,16 @@
 convert, encode/decode, a prior over code windows, samples, evaluation, and clean errors."""
 
 import json
-import tarfile
 
 import numpy as np
 import pytest
 import soundfile
 
-from conftest import shared_data
 from vqvae.cli import main
 from vqvae.modalities.speech.data import read_wav
 
 TINY = ["--hidden", "16", "--res-hidden", "8", "--codebook-size", "16", "--code-dim", "8",
         "--decoder-width", "32", "--speaker-dim", "8", "--segment", "512", "--batch-size", "4"]
-
-
-@pytest.fixture(scope="module")
-def fsdd_mini(tmp_path_factory):
-    """Digits 0-1 of speakers george and theo, takes 5-7 (val) and 10-13 (train)."""
-    tar_path = shared_data("fsdd", "fsdd-train-recordings.tar.gz")
-    root = tmp_path_factory.mktemp("fsdd-mini")
-    with tarfile.open(tar_path) as tar:
-        for member in tar.getmembers():
-            name = member.name.rsplit("/", 1)[-1]
-            if not name.endswith(".wav"):
-                continue
-            digit, speaker, take = name[:-4].split("_")
-            if digit in "01" and speaker in ("george", "theo") and int(take) in (5, 6, 7, 10, 11, 12, 13):
-                (root / name).write_bytes(tar.extractfile(member).read())
-    return root
 
 
 @pytest.fixture(scope="module")
