@@ -6,7 +6,7 @@ Every model is trained by the ``vqvae`` command line under one wall-time budget
 (``--budget`` minutes, default 10) and scored by ``vqvae evaluate RUN --bits-per-dim``
 on held-out images:
 
-* ``cifar-vqvae``, ``cifar-vae``: the issue's exact commands, ``vqvae train --data
+* ``cifar-vqvae``, ``cifar-vae``: the exact commands, ``vqvae train --data
   ../shared/data/cifar10/cifar10-train-jpeg.tar.gz --image-size 32 --likelihood logistic
   --time-budget 10 --seed 0 --model vqvae|vae``, defaults otherwise (convolutional
   decoder). The shared copy is JPEG (quality 75, 4:2:0) and has no test split: the

@@ -1,5 +1,5 @@
 """Benchmark: the speech VQ-VAE, decoding speed against real time and (``--quality``) the
-issue's quality run.
+quality run.
 
 **Speed**: decoding codes to a waveform, one utterance at batch 1, in a warm process:
 ``model.decode(codes, speaker)`` for the codes of ``--seconds`` of 8 kHz audio (default
@@ -9,7 +9,7 @@ reported; with 1 thread and with every thread. The model is the default
 not depend on the weights). Encoding is timed the same way. Target: decoding ≥ 20×
 faster than real time.
 
-**Quality** (``--quality``): the issue's exact command, ``vqvae train --data fsdd
+**Quality** (``--quality``): the exact command, ``vqvae train --data fsdd
 --data-dir ../shared/data/fsdd --time-budget 15 --seed 0``, then ``vqvae evaluate``,
 which judges held-out clips with classifiers trained on the run's real audio. The
 shared copy holds only the training takes (5–49), so the held-out clips are the

@@ -6,7 +6,7 @@ What is measured (B=128 images of 3×32×32, uniform random uint8 pixels scaled 
   codebook_size=512, quantizer="ema")``, other settings at their defaults (k-means
   initialisation, dead-code window 100), prepared as ``vqvae.train`` prepares it on CPU:
   model converted to ``torch.channels_last``, inputs made by the training loop's own
-  ``_to_input`` (float, /255, channels_last). Adam, lr 2e-4.
+  ``to_input`` (float, /255, channels_last). Adam, lr 2e-4.
 * **Baseline**, written here: the same architecture (encoder: conv4x4 s2 → ReLU →
   conv4x4 s2 → ReLU → conv3x3 → 2 residual blocks → ReLU → conv1x1 to D; decoder
   mirrored; same widths, same biases) from plain ``nn.Conv2d`` / ``nn.ConvTranspose2d``
@@ -69,12 +69,10 @@ from torch import Tensor, nn
 from common import COMPARISONS, fmt, machine_info, write_json_atomic
 from vqvae import VQVAE
 from vqvae.checkpoint import CONFIG_FILE
-from vqvae.train import (  # the training loop's own input preparation and precision
-    METRICS_FILE,
-    TrainConfig,
-    _to_input,
-    autocast_for,
-)
+from vqvae.modalities.image.task import to_input  # the training loop's own input preparation
+from vqvae.precision import autocast_for
+from vqvae.runs import METRICS_FILE
+from vqvae.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "train_images.json"
@@ -269,7 +267,7 @@ def make_ours(images: Tensor) -> Contender:
     model = VQVAE(**OURS_SETTINGS, seed=SEED)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     model.to(memory_format=torch.channels_last)  # as vqvae.train does on CPU
-    x = _to_input(images, torch.device("cpu"))
+    x = to_input(images, torch.device("cpu"))
     return Contender("ours", model, optimizer, x, TrainConfig().precision)
 
 

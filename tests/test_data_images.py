@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import functools
 import gzip
 import hashlib
@@ -32,7 +31,6 @@ from vqvae.modalities.image.data import ImageData, available_splits, image_datas
 from vqvae.modalities.image.data.idx import parse_idx
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DATA_PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vqvae" / "data"
 
 
 def _shared(relative: str) -> Path:
@@ -735,22 +733,6 @@ def test_dir_tree_skips_hidden_follows_linked_folders_and_fingerprints_by_suffix
 
 
 # --- package hygiene ------------------------------------------------------------------------
-
-
-def test_data_package_imports_no_model_code() -> None:
-    for path in DATA_PACKAGE.glob("*.py"):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                modules = [node.module]
-            elif isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            else:
-                continue
-            for module in modules:
-                assert not module.startswith("vqvae.") or module.startswith("vqvae.data"), (
-                    f"{path.name} imports {module}: data must not import model code"
-                )
 
 
 def test_splits_with_and_without_classes_raise(tmp_path: Path) -> None:

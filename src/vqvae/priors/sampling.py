@@ -118,7 +118,7 @@ def check_guidance(guidance: float, num_classes: int | None, label_dropout: floa
 
 
 # The guidance `vqvae sample` and `evaluate-samples` use for a prior that allows it. On
-# MNIST (the 8-minute prior, 100 samples per digit) guidance 1 / 1.5 / 2 / 3 gave
+# MNIST (the 8-minute prior, 100 samples per digit) guidance 1 / 1.5 / 2 / 3 gave
 # label accuracy 86.6 / 96.8 / 99.6 / 99.8 % and Fréchet distance 10.4 / 5.9 / 5.2 / 5.8:
 # 2 is the best of those on the distance to real digits as well as on the label.
 DEFAULT_GUIDANCE = 2.0
