@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import vqvae
 from vqvae.cli import main
@@ -85,11 +86,24 @@ def test_evaluate_samples_report(tokenizer_run, tmp_path):
     main(["train-prior", str(tokenizer_run), "--arch", "transformer", "--width", "16", "--depth", "1",
           "--max-steps", "2", "--no-progress", "--force", "--name", "only"])
     report = evaluate_samples(vqvae.load, tokenizer_run, prior="only", per_class=4, real=8, classifier_steps=20)
-    assert report["samples"] == 8
-    for key in ("label_accuracy", "frechet_distance", "classifier_accuracy_real"):
-        assert np.isfinite(report[key]), key
-    assert 0 <= report["label_accuracy"] <= 1
+    assert report["samples"] == 8 and report["guidance"] == 2.0  # a labelled prior with label dropout
     json.dumps(report)  # serialisable
+    # the report is what the cached judge says of the same samples, recomputed here
+    from vqvae.generate import sample_codes
+    from vqvae.modalities.image.evaluation import decode_codes, run_data
+    from vqvae.modalities.image.judge import frechet_distance, load_classifier, predict
+    from vqvae.modalities.image.outputs import to_uint8
+
+    judge = load_classifier(tokenizer_run / "classifier")
+    requested = torch.arange(2).repeat_interleave(4)
+    codes, _ = sample_codes(tokenizer_run, 8, prior="only", label=requested, seed=0)
+    images = torch.from_numpy(to_uint8(decode_codes(vqvae.load(tokenizer_run), codes)))
+    predicted, features = predict(judge, images)
+    assert report["label_accuracy"] == float((predicted == requested).float().mean())
+    held_out = run_data(tokenizer_run)
+    real_predicted, real_features = predict(judge, held_out.images[:8])
+    assert report["frechet_distance"] == pytest.approx(frechet_distance(features, real_features))
+    assert report["classifier_accuracy_real"] == float((real_predicted == held_out.labels[:8]).float().mean())
     assert (tokenizer_run / "classifier" / "model.safetensors").exists()
 
 

@@ -96,9 +96,21 @@ def test_prior_samples_and_evaluation(speech_run, tmp_path, capsys):
     assert main(["evaluate", str(speech_run), "--classifier-steps", "5", "--samples-per-digit", "1",
                  "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    for key in ("real_digit_accuracy", "reconstruction_digit_accuracy", "conversion_speaker_accuracy",
-                "conversion_digit_accuracy", "sample_digit_accuracy", "real_speaker_accuracy"):
-        assert 0.0 <= report[key] <= 1.0, key
+    # each accuracy is a count over its clips: 12 held-out, 12 conversions, 10 samples (1 per digit)
+    counts = {"real_digit_accuracy": 12, "reconstruction_digit_accuracy": 12, "real_speaker_accuracy": 12,
+              "conversion_speaker_accuracy": 12, "conversion_digit_accuracy": 12, "sample_digit_accuracy": 10}
+    for key, n in counts.items():
+        assert report[key] * n == pytest.approx(round(report[key] * n)), key
+    # recomputed with the cached judges on the same held-out clips
+    from vqvae.modalities.speech.judge import audio_accuracy, load_audio_classifier
+    from vqvae.modalities.speech.run import run_speakers, speech_data
+
+    held_out = speech_data(speech_run)
+    digit = load_audio_classifier(speech_run / "classifiers" / "digit")
+    speaker = load_audio_classifier(speech_run / "classifiers" / "speaker")
+    assert report["real_digit_accuracy"] == audio_accuracy(digit, list(held_out.waveforms), held_out.labels)
+    assert report["real_speaker_accuracy"] == audio_accuracy(speaker, list(held_out.waveforms),
+                                                             run_speakers(speech_run, held_out))
     assert report["conversions"] == 12  # each held-out clip to the one other speaker
     assert report["bitrate_bps"] == pytest.approx(8000 / 64 * 4)  # K = 16
     assert report["compression_ratio"] == pytest.approx(16 * 8000 / report["bitrate_bps"])
