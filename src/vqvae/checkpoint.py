@@ -3,14 +3,13 @@
 Every file is written atomically (a temporary file in the same folder, then a rename),
 so a crash leaves either the old or the new file, never half of one. Nothing here
 unpickles: weights, optimizer state and RNG state are safetensors, the rest is JSON.
-This module imports no model: callers say how to build one (:func:`load_model`).
+Every file is written through :mod:`vqvae.atomic`. This module imports no model: callers say how to build one (:func:`load_model`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 from torch import nn
+
+from vqvae.atomic import atomic_write, write_json
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -29,30 +30,7 @@ class CheckpointError(ValueError):
     """A run directory that cannot be read: missing, corrupt, foreign or inconsistent."""
 
 
-# ------------------------------------------------------------------ atomic writes
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+# ------------------------------------------------------------------ files
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

@@ -247,7 +247,7 @@ def _evaluate(args: argparse.Namespace) -> str:
 
 
 def _report(metrics: dict, json_path: str | None) -> str:
-    from vqvae.checkpoint import write_json
+    from vqvae.atomic import write_json
 
     lines = [format_table(metrics)]
     if json_path:

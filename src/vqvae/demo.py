@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from vqvae.checkpoint import write_json
+from vqvae.atomic import write_json
 from vqvae.generate import sample_codes
 from vqvae.modalities import MODALITIES
 from vqvae.priors.training import PRIOR_TRAIN

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vqvae.checkpoint import atomic_write
+from vqvae.atomic import atomic_write
 
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> None:

@@ -29,14 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vqvae.checkpoint import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    atomic_write,
-    read_config,
-    write_bytes,
-    write_json,
-)
+from vqvae.atomic import atomic_write, write_bytes, write_json
+from vqvae.checkpoint import CONFIG_FILE, MODEL_FILE, read_config
 
 __all__ = [
     "CodeFile",

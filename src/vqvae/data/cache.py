@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+
+from vqvae.atomic import atomic_write
 
 __all__ = ["ArrayCache", "cache_home"]
 
@@ -109,17 +110,11 @@ class ArrayCache(Generic[T]):
         assert _FORMAT not in arrays, f"{_FORMAT!r} is the cache's own array"
         arrays[_FORMAT] = np.array(self.version)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        except OSError as err:
-            warnings.warn(f"not caching decoded {self.kind} in {path.parent}: {err}", stacklevel=3)
-            return
-        try:
-            with os.fdopen(fd, "wb") as out:
-                np.savez(out, **arrays)
-            os.chmod(tmp, 0o644)  # mkstemp makes files private; decoded data are not secret
-            os.replace(tmp, path)  # atomic: a reader never sees a half-written entry
+            atomic_write(path, lambda tmp: _savez(tmp, arrays))
         except OSError as err:
             warnings.warn(f"not caching decoded {self.kind} at {path}: {err}", stacklevel=3)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+
+
+def _savez(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as out:  # a file object: np.savez would add ".npz" to a name
+        np.savez(out, **arrays)

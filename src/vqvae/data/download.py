@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from vqvae.atomic import atomic_write
 from vqvae.data.errors import DataError
 
 __all__ = ["data_home", "fetch"]
@@ -91,10 +91,8 @@ def fetch(
 def _download_checked(
     url: str, md5: str | None, check: Callable[[Path], None] | None, dest: Path
 ) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
+    def download(tmp: str) -> None:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
             digest = hashlib.md5(usedforsecurity=False)
             while chunk := resp.read(_CHUNK):
                 digest.update(chunk)
@@ -103,11 +101,9 @@ def _download_checked(
             raise _RejectedError(f"MD5 {digest.hexdigest()} is not the expected {md5}")
         if check is not None:
             try:
-                check(tmp)
+                check(Path(tmp))
             except ValueError as err:
                 reason = " ".join(str(err).split())  # tarfile's reasons span several lines
                 raise _RejectedError(reason) from err
-        tmp.chmod(0o644)  # mkstemp makes files private; data files are not secret
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(dest, download)  # a rejected or broken download never takes the final name

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqvae.checkpoint import write_bytes
+from vqvae.atomic import write_bytes
 from vqvae.figures import save_png
 
 

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from vqvae.checkpoint import atomic_write
+from vqvae.atomic import atomic_write
 
 
 def save_spectrograms(

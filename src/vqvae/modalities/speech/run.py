@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vqvae.checkpoint import load_model, write_bytes
+from vqvae.atomic import write_bytes
+from vqvae.checkpoint import load_model
 from vqvae.generate import sample_codes
 from vqvae.modalities.speech.data import (
     AudioData,

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+
+from vqvae.atomic import atomic_write
 
 __all__ = [
     "PCM16_SCALE",
@@ -95,16 +96,8 @@ def write_wav(path: str | os.PathLike[str], waveform: torch.Tensor, sample_rate:
         raise ValueError("waveform holds NaN or infinite values; it cannot be written as PCM")
     pcm = to_pcm16(wave.numpy().astype(np.float64))
     sf = _soundfile()
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        sf.write(tmp, pcm, sample_rate, format="WAV", subtype="PCM_16")
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; audio is not secret
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(Path(path).expanduser(),
+                 lambda tmp: sf.write(tmp, pcm, sample_rate, format="WAV", subtype="PCM_16"))
 
 
 def _soundfile() -> Any:
