@@ -2,6 +2,7 @@
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path):
 
 def test_written_files_are_readable_by_others(tmp_path):
     path = tmp_path / "out.bin"
-    atomic_write(path, lambda tmp: open(tmp, "wb").write(b"abc"))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(b"abc"))
     assert path.read_bytes() == b"abc"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
