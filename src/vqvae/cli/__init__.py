@@ -1,0 +1,75 @@
+"""The ``vqvae`` command line: generic sub-commands over the modality registry.
+
+The data (``vqvae train --data``) or the run's ``config.json`` pick the modality; each
+modality adds its own flags to the generic commands (``Modality.options``) and may add
+commands of its own (``convert`` for speech). User errors (bad paths, shapes, configs)
+surface as ``error: ...`` on stderr with exit status 2 and no traceback.
+
+One module per group of commands: :mod:`vqvae.cli.tokenizer` (train, evaluate, encode,
+decode, reconstruct) and :mod:`vqvae.cli.prior` (train-prior, sample, evaluate-samples);
+:mod:`vqvae.cli.common` holds the flag machinery they share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import vqvae
+from vqvae.cli.common import CLIError, format_table, run_modality
+from vqvae.cli.prior import add_prior_commands
+from vqvae.cli.tokenizer import add_run_commands, add_train
+from vqvae.modalities import MODALITIES
+
+__all__ = ["CLIError", "build_parser", "format_table", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vqvae", description="VQ-VAE: discrete representation learning (van den Oord et al. 2017)."
+    )
+    parser.add_argument("--version", action="version", version=f"vqvae {vqvae.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add_train(sub)
+    add_run_commands(sub)
+    add_prior_commands(sub)
+    for modality in MODALITIES.values():
+        modality.add_commands(sub)
+    demo = sub.add_parser("demo", help="train a tokenizer and a prior on real digits, offline, into runs/demo")
+    demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    demo.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                      help="cap the training time (default: the demo's fixed step count)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> str:
+    from vqvae.demo import run_demo
+
+    return "\n".join(run_demo(args.out, seed=args.seed, time_budget=args.time_budget))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from vqvae.train import TrainingInterrupted
+
+    try:
+        if getattr(args, "modality_command", False):
+            message = args.func(args, run_modality(args.run))
+        else:
+            message = args.func(args)
+        if message:
+            print(message)
+    except TrainingInterrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, TypeError, IndexError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,197 @@
+"""Commands on a tokenizer run: train, evaluate, encode, decode, reconstruct."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from vqvae.cli.common import (
+    PRECISION_HELP,
+    CLIError,
+    add_data_flags,
+    add_modality_options,
+    dest,
+    modality_options,
+    report,
+    run_modality,
+)
+from vqvae.modalities import MODALITIES, Modality, detect, modality_of
+from vqvae.runs import read_config
+
+TRAIN_FLAGS = {
+    "--batch-size": ("batch_size", int, "batch size (default 128)"),
+    "--lr": ("lr", float, "Adam learning rate, constant (default 2e-4)"),
+    "--val-every": ("val_every", int, "validate every N steps (default 1000)"),
+    "--log-every": ("log_every", int, "log every N steps (default 50)"),
+    "--checkpoint-every": ("checkpoint_every", int, "checkpoint every N steps (default 1000)"),
+    "--ema-decay": ("ema_decay", float, "validate and save a moving average of the weights with "
+                    "this decay, e.g. 0.999 (default: off, the live weights)"),
+    "--grad-clip": ("grad_clip", float, "clip the global gradient norm to this value before each "
+                    "step (default: off)"),
+}
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a tokenizer (VQ-VAE) or the VAE baseline")
+    add_data_flags(p)
+    models = sorted({name for m in MODALITIES.values() for name in m.models})
+    p.add_argument("--model", choices=models, default=None,
+                   help="vqvae (default) or vae: the continuous baseline on the same networks (images)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory")
+    add_modality_options(p, "train")
+    for flag, (_, kind, text) in TRAIN_FLAGS.items():
+        p.add_argument(flag, type=kind, help=text)
+    p.add_argument("--max-steps", type=int, help="total steps of the run (default 250000)")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="wall-time limit of this invocation's training loop, validation included")
+    p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None, help=PRECISION_HELP)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> str:
+    from vqvae.train import TrainConfig
+    from vqvae.workflow import start_run, train_tokenizer
+
+    if args.resume:
+        if args.force:
+            raise CLIError("--resume and --force contradict each other: choose one")
+        config = read_config(args.out)
+        modality, kind = modality_of(config), config["kind"]
+    else:
+        if not args.data:
+            raise CLIError("--data is required to start a run (see vqvae train --help)")
+        modality = detect(args.data, args.data_dir)
+        model_name = args.model or next(iter(modality.models))
+        if model_name not in modality.models:
+            raise CLIError(f"--model {model_name} is not available for {modality.name} data "
+                           f"(it trains {', '.join(modality.models)})")
+        kind = modality.models[model_name]
+    options = modality_options(args, "train", modality)
+    fields = {o.dest: o.field for o in modality.options.get("train", ()) if o.field}
+    model = {fields[d]: v for d, v in options.items() if d in fields}
+    data_options = {d: v for d, v in options.items() if d not in fields}
+    known = {f.name for f in dataclasses.fields(modality.config_class(kind))}
+    foreign = [f"--{k.replace('_', '-')}" for k in model if k not in known]
+    if foreign:
+        raise CLIError(f"{', '.join(foreign)} does not apply to --model {args.model or kind}")
+    train = {field: getattr(args, dest(flag)) for flag, (field, _, _) in TRAIN_FLAGS.items()}
+    train.update(seed=args.seed, device=args.device, precision=args.precision)
+    train = {k: v for k, v in train.items() if v is not None}
+    if args.resume:
+        _check_resume_matches(Path(args.out), args, modality, kind, model, data_options, train)
+    else:
+        if args.max_steps is not None:
+            train["max_steps"] = args.max_steps
+        train = {**modality.train_defaults, **train}
+        start_run(args.out, args.data, model, TrainConfig(**train), model=args.model, data_dir=args.data_dir,
+                  options=data_options, force=args.force, modality=modality)
+    summary = train_tokenizer(args.out, max_steps=args.max_steps, time_budget=args.time_budget,
+                              resume=args.resume, progress=not args.no_progress)
+    state = "finished" if summary.finished else "stopped by the time budget"
+    lines = [f"{state} at step {summary.step}; run directory: {summary.run}"]
+    if summary.val and modality.summary(summary.val):
+        lines.append("validation: " + modality.summary(summary.val))
+    return "\n".join(lines)
+
+
+def _check_resume_matches(run: Path, args, modality: Modality, kind: str, model: dict, data: dict,
+                          train: dict) -> None:
+    from vqvae.checkpoint import MODEL_FILE
+
+    config = read_config(run)
+    if not (run / MODEL_FILE).exists():
+        raise CLIError(f"{run} has no checkpoint yet: start it again with --force")
+    if args.model is not None and modality.models.get(args.model) != kind:
+        raise CLIError(f"--model {args.model} differs from the run's model {kind}")
+    if args.data is not None and args.data != config["data"]["spec"]:
+        raise CLIError(f"--data {args.data} differs from the run's data {config['data']['spec']}")
+    given = {("model", k): v for k, v in model.items()}
+    given.update({("data", k): v for k, v in data.items()})
+    given.update({("train", k): v for k, v in train.items() if k != "device"})
+    changed = [f"{k}={v} (run has {config[s].get(k)})" for (s, k), v in given.items() if config[s].get(k) != v]
+    if changed:
+        raise CLIError(f"--resume continues the run as configured; these flags differ: {', '.join(changed)}")
+
+
+def add_run_commands(sub) -> None:
+    p = sub.add_parser("evaluate", help="reconstruction and codebook metrics of a run; for speech, classifier "
+                                        "accuracies on real, reconstructed, converted and sampled audio")
+    p.add_argument("run", metavar="RUN")
+    add_data_flags(p)
+    p.add_argument("--split", choices=["train", "val", "test"], help="default: test when the data have one, else val")
+    p.add_argument("--prior", metavar="NAME",
+                   help="image: with --bits-per-dim, also the latent term under this prior of the run; "
+                        "speech: the prior whose digit-conditioned samples are judged")
+    add_modality_options(p, "evaluate")
+    p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("encode", help="data -> integer codes (.npz with codes and labels)")
+    p.add_argument("run", metavar="RUN")
+    add_data_flags(p)
+    p.add_argument("--split", choices=["train", "val", "test"], help="default: train")
+    p.add_argument("-o", "--out", required=True, help="output .npz file")
+    p.add_argument("--device", default="cpu")
+    add_modality_options(p, "encode")
+    p.set_defaults(func=_encode)
+
+    p = sub.add_parser("decode", help="integer codes (.npz or .npy) -> images and a grid, or WAVs")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("codes", help=".npz (array 'codes') or .npy file")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    add_modality_options(p, "decode")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_decode)
+
+    p = sub.add_parser("reconstruct", help="originals beside their reconstructions: a PNG grid of "
+                                           "images, or a folder of WAVs and spectrogram PNGs")
+    p.add_argument("run", metavar="RUN")
+    add_data_flags(p)
+    p.add_argument("--split", choices=["train", "val", "test"])
+    p.add_argument("-n", type=int, help="number of items (default: images 32, clips 8)")
+    p.add_argument("-o", "--out", required=True, help="output PNG (images) or folder (audio)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_reconstruct)
+
+
+def _evaluate(args: argparse.Namespace) -> str:
+    modality = run_modality(args.run)
+    metrics = modality.evaluate(Path(args.run), data=args.data, data_dir=args.data_dir, split=args.split,
+                                batch_size=args.batch_size, device=args.device, prior=args.prior,
+                                options=modality_options(args, "evaluate", modality))
+    return report(metrics, args.json)
+
+
+def _encode(args: argparse.Namespace) -> str:
+    from vqvae.runs import save_codes
+
+    modality = run_modality(args.run)
+    file = modality.encode(Path(args.run), data=args.data, data_dir=args.data_dir, split=args.split,
+                           device=args.device, options=modality_options(args, "encode", modality))
+    codes = file.rows() if file.lengths is not None else file.codes
+    save_codes(args.out, codes, read_config(args.run)["model"]["codebook_size"], file.labels, **file.extras)
+    return f"wrote {args.out}: codes {tuple(file.codes.shape)}, {len(file.codes)} items"
+
+
+def _decode(args: argparse.Namespace) -> str:
+    from vqvae.runs import load_codes
+
+    modality = run_modality(args.run)
+    options = modality_options(args, "decode", modality)
+    return modality.decode(Path(args.run), load_codes(args.codes), Path(args.out), device=args.device,
+                           options=options)
+
+
+def _reconstruct(args: argparse.Namespace) -> str:
+    modality = run_modality(args.run)
+    return modality.reconstruct(Path(args.run), Path(args.out), data=args.data, data_dir=args.data_dir,
+                                split=args.split, n=args.n or modality.reconstruct_count, device=args.device)
+
+
+
