@@ -20,7 +20,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +38,7 @@ from vqvae.runs import append_metrics, read_config, truncate_metrics, write_conf
 __all__ = [
     "BatchOrder",
     "LoopState",
+    "Observer",
     "Task",
     "TrainConfig",
     "TrainSummary",
@@ -127,6 +128,22 @@ class Task(Protocol):
 
     def validate(self, step: int) -> dict:
         """Held-out metrics of ``state.eval_model`` (in eval mode, under no_grad)."""
+
+
+class Observer(Protocol):
+    """Something that watches a run from the main process (TensorBoard, say).
+
+    ``record`` gets every record that goes to ``metrics.jsonl``; ``media`` gets what a
+    task's optional ``media(step)`` returns after each validation: a name mapped to
+    ``("images", (N, C, H, W) floats in [0, 1])`` or ``("audio", ((T,) floats in [-1, 1],
+    sample rate))``.
+    """
+
+    def record(self, record: dict) -> None: ...
+
+    def media(self, step: int, media: dict) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def resolve_device(device: str) -> torch.device:
@@ -245,8 +262,12 @@ def new_state(run: Path, model: torch.nn.Module, train: TrainConfig, resume: boo
 # ------------------------------------------------------------------ the loop
 
 
-def run_loop(s: LoopState, task: Task, time_budget: float | None, progress: bool) -> TrainSummary:
-    """Step until ``max_steps`` or the time budget; log, validate and checkpoint on schedule."""
+def run_loop(s: LoopState, task: Task, time_budget: float | None, progress: bool,
+             observers: Sequence[Observer] = ()) -> TrainSummary:
+    """Step until ``max_steps`` or the time budget; log, validate and checkpoint on schedule.
+
+    ``observers`` see every logged record and the validation media (main process only).
+    """
     cfg = s.train
     s.model.to(s.device).train()
     if s.average is not None:
@@ -268,11 +289,11 @@ def run_loop(s: LoopState, task: Task, time_budget: float | None, progress: bool
                 now = time.monotonic()
                 record = {"step": s.step, **task.log_record(output, window_items / (now - window_start))}
                 window_start, window_items = now, 0
-                on_main(append_metrics, s.run, record)
+                on_main(_log, s, record, observers)
                 if bar is not None:
                     bar.set_postfix(task.postfix(record))
             if s.step % cfg.val_every == 0 or s.step == cfg.max_steps:
-                val = _validate(s, task)
+                val = _validate(s, task, observers)
             if s.step % cfg.checkpoint_every == 0:
                 s.elapsed += time.monotonic() - start
                 start = time.monotonic()
@@ -282,13 +303,17 @@ def run_loop(s: LoopState, task: Task, time_budget: float | None, progress: bool
         s.save()
         if bar is not None:
             bar.close()
+        for observer in observers:
+            on_main(observer.close)
         raise TrainingInterrupted(s.run, s.step) from None
     if bar is not None:
         bar.close()
     if val is None or val["step"] != s.step:
-        val = _validate(s, task)
+        val = _validate(s, task, observers)
     s.elapsed += time.monotonic() - start
     s.save()
+    for observer in observers:
+        on_main(observer.close)
     return TrainSummary(run=s.run, step=s.step, finished=s.step >= cfg.max_steps, val=val)
 
 
@@ -308,14 +333,23 @@ def _optimisation_step(s: LoopState, task: Task) -> tuple[Any, int]:
     return output, items
 
 
-def _validate(s: LoopState, task: Task) -> dict:
+def _validate(s: LoopState, task: Task, observers: Sequence[Observer]) -> dict:
     s.eval_model.eval()
     with torch.no_grad():
         record = {"step": s.step, "split": "val", **task.validate(s.step)}
+        media = task.media(s.step) if observers and hasattr(task, "media") else None
     s.model.train()
-    on_main(append_metrics, s.run, record)
+    on_main(_log, s, record, observers)
     on_main(plot_metrics, s.run / "metrics.jsonl", s.run / "loss.png", task.panels)
+    for observer in observers if media else ():
+        on_main(observer.media, s.step, media)
     return record
+
+
+def _log(s: LoopState, record: dict, observers: Sequence[Observer]) -> None:
+    append_metrics(s.run, record)
+    for observer in observers:
+        observer.record(record)
 
 
 def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
