@@ -3,7 +3,7 @@
 A task knows its data and its model's outputs: ``forward(step)`` returns the loss of
 batch ``step``. The loop owns everything else, in this order each step:
 
-1. learning rate (a function of the step alone), 2. forward (the task, under autocast),
+1. learning rate (a function of the step and the horizon), 2. forward (the task, under autocast),
 3. ``zero_grad`` / ``backward`` / gradient clipping / optimizer step, 4. weight average,
 5. log, 6. validate, 7. checkpoint; it stops on ``max_steps``, the time budget or Ctrl-C
 (which saves a checkpoint first).
@@ -34,6 +34,7 @@ from vqvae import checkpoint as ckpt
 from vqvae.figures import plot_metrics
 from vqvae.precision import PRECISIONS, autocast_for
 from vqvae.runs import append_metrics, read_config, truncate_metrics, write_config
+from vqvae.schedule import SCHEDULES, Horizon, learning_rate
 
 __all__ = [
     "BatchOrder",
@@ -68,6 +69,10 @@ class TrainConfig:
     optimizer steps are kept in the training state, so ``--resume`` continues exactly.
 
     ``grad_clip``: when set, the global gradient norm is clipped to it before each step.
+
+    ``schedule``: ``constant`` (the paper's), or ``cosine`` / ``linear`` decay of ``lr`` (the
+    peak) to zero at the run's horizon, after ``warmup_steps`` of linear warm-up (see
+    :mod:`vqvae.schedule`).
     """
 
     batch_size: int = 128
@@ -83,6 +88,7 @@ class TrainConfig:
     warmup_steps: int = 0
     ema_decay: float | None = None
     grad_clip: float | None = None
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "log_every", "val_every", "val_images", "checkpoint_every"):
@@ -99,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"train.grad_clip (--grad-clip) must be a positive number or null, got {self.grad_clip!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule (--schedule) must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -195,6 +203,7 @@ class LoopState:
     step: int = 0
     elapsed: float = 0.0  # training seconds over all invocations
     average: torch.nn.Module | None = None
+    horizon: int | None = None  # the schedule's end when a time budget estimated it
 
     def __post_init__(self) -> None:
         if self.train.ema_decay is not None and self.average is None:
@@ -230,7 +239,8 @@ class LoopState:
     def _write(self) -> None:
         ckpt.save_model(self.run, self.eval_model, self.step)
         live = None if self.average is None else self.model.state_dict()
-        ckpt.save_train_state(self.run, self.optimizer, {"step": self.step, "elapsed": self.elapsed}, live)
+        info = {"step": self.step, "elapsed": self.elapsed, "horizon": self.horizon}
+        ckpt.save_train_state(self.run, self.optimizer, info, live)
 
     def restore(self) -> None:
         """Load the last checkpoint; the metrics log is cut back to its step."""
@@ -243,6 +253,7 @@ class LoopState:
                 f"{info['step']} (a crash between the two writes): restart with --force"
             )
         self.elapsed = info.get("elapsed", 0.0)
+        self.horizon = info.get("horizon")
         on_main(truncate_metrics, self.run, self.step)
         for module in (self.model, self.average):
             if module is not None:
@@ -274,25 +285,31 @@ def run_loop(s: LoopState, task: Task, time_budget: float | None, progress: bool
         s.average.to(s.device).eval()
     start = time.monotonic()
     deadline = start + time_budget * 60 if time_budget is not None else math.inf
+    horizon = Horizon(cfg.max_steps, deadline if time_budget is not None else None, s.step, s.horizon)
+    end = (lambda: horizon.steps) if cfg.schedule != "constant" else (lambda: cfg.max_steps)
     bar = on_main(tqdm, total=cfg.max_steps, initial=s.step, disable=not progress, unit="step",
                   dynamic_ncols=True, desc=task.name)
     val = None
     window_start, window_items = time.monotonic(), 0
     try:
-        while s.step < cfg.max_steps and time.monotonic() < deadline:
-            output, items = _optimisation_step(s, task)
+        while s.step < end() and time.monotonic() < deadline:
+            rate = learning_rate(cfg.lr, cfg.schedule, cfg.warmup_steps, s.step, horizon.steps)
+            output, items = _optimisation_step(s, task, rate)
             s.step += 1
+            horizon.update(s.step, time.monotonic())
+            s.horizon = horizon.record
             window_items += items
             if bar is not None:
                 bar.update(1)
             if s.step % cfg.log_every == 0:
                 now = time.monotonic()
-                record = {"step": s.step, **task.log_record(output, window_items / (now - window_start))}
+                record = {"step": s.step, **task.log_record(output, window_items / (now - window_start)),
+                          "lr": rate, "horizon": horizon.steps}
                 window_start, window_items = now, 0
                 on_main(_log, s, record, observers)
                 if bar is not None:
                     bar.set_postfix(task.postfix(record))
-            if s.step % cfg.val_every == 0 or s.step == cfg.max_steps:
+            if s.step % cfg.val_every == 0 or s.step == end():
                 val = _validate(s, task, observers)
             if s.step % cfg.checkpoint_every == 0:
                 s.elapsed += time.monotonic() - start
@@ -314,14 +331,14 @@ def run_loop(s: LoopState, task: Task, time_budget: float | None, progress: bool
     s.save()
     for observer in observers:
         on_main(observer.close)
-    return TrainSummary(run=s.run, step=s.step, finished=s.step >= cfg.max_steps, val=val)
+    return TrainSummary(run=s.run, step=s.step, finished=s.step >= end(), val=val)
 
 
-def _optimisation_step(s: LoopState, task: Task) -> tuple[Any, int]:
+def _optimisation_step(s: LoopState, task: Task, rate: float) -> tuple[Any, int]:
     """One update: rate, forward, backward, clip, step, average. Returns the task's output."""
     cfg = s.train
     for group in s.optimizer.param_groups:
-        group["lr"] = cfg.lr * min(1.0, (s.step + 1) / max(1, cfg.warmup_steps))
+        group["lr"] = rate
     with autocast_for(cfg.precision, s.device):
         loss, output, items = task.forward(s.step)
     s.optimizer.zero_grad(set_to_none=True)

@@ -11,6 +11,7 @@ from vqvae.cli.common import (
     CLIError,
     add_data_flags,
     add_modality_options,
+    add_schedule_flags,
     modality_options,
     run_modality,
 )
@@ -41,7 +42,7 @@ def add_prior_commands(sub) -> None:
                    "lets sampling use --guidance (default 0.1; 0: no guidance)")
     add_data_flags(p)
     p.add_argument("--batch-size", type=int, help="batch size (default 128)")
-    p.add_argument("--lr", type=float, help="Adam learning rate, constant after 100 warm-up steps (default 2e-3)")
+    add_schedule_flags(p, lr="2e-3", warmup=100)
     p.add_argument("--max-steps", type=int, help="total steps of the run (default 100000)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="wall-time limit of this invocation's training loop, validation included")
@@ -95,13 +96,16 @@ def _train_prior(args: argparse.Namespace) -> str:
     if args.heads is not None and args.arch != "transformer":
         raise CLIError("--heads applies to --arch transformer only")
     train = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed),
+                               ("schedule", args.schedule), ("warmup_steps", args.warmup_steps),
                                ("val_every", args.val_every), ("ema_decay", args.ema_decay),
                                ("grad_clip", args.grad_clip), ("device", args.device),
                                ("precision", args.precision)) if v is not None}
     if args.resume:
         if args.force:
             raise CLIError("--resume and --force contradict each other: choose one")
-        settings = [f"--{k.replace('_', '-')}" for k in [*model, *train, *options] if k not in ("device", "precision")]
+        flags = {"warmup_steps": "warmup"}
+        settings = [f"--{flags.get(k, k).replace('_', '-')}" for k in [*model, *train, *options]
+                    if k not in ("device", "precision")]
         if settings:
             raise CLIError(f"--resume continues the prior as configured: drop {', '.join(settings)}")
     else:

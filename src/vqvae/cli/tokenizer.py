@@ -11,6 +11,7 @@ from vqvae.cli.common import (
     CLIError,
     add_data_flags,
     add_modality_options,
+    add_schedule_flags,
     dest,
     modality_options,
     report,
@@ -21,7 +22,6 @@ from vqvae.runs import read_config
 
 TRAIN_FLAGS = {
     "--batch-size": ("batch_size", int, "batch size (default 128)"),
-    "--lr": ("lr", float, "Adam learning rate, constant (default 2e-4)"),
     "--val-every": ("val_every", int, "validate every N steps (default 1000)"),
     "--log-every": ("log_every", int, "log every N steps (default 50)"),
     "--checkpoint-every": ("checkpoint_every", int, "checkpoint every N steps (default 1000)"),
@@ -40,6 +40,7 @@ def add_train(sub) -> None:
     add_modality_options(p, "train")
     for flag, (_, kind, text) in TRAIN_FLAGS.items():
         p.add_argument(flag, type=kind, help=text)
+    add_schedule_flags(p, lr="2e-4; speech 1e-3", warmup=0)
     p.add_argument("--max-steps", type=int, help="total steps of the run (default 250000)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="wall-time limit of this invocation's training loop, validation included")
@@ -79,7 +80,8 @@ def _train(args: argparse.Namespace) -> str:
     if foreign:
         raise CLIError(f"{', '.join(foreign)} does not apply to --model {args.model or kind}")
     train = {field: getattr(args, dest(flag)) for flag, (field, _, _) in TRAIN_FLAGS.items()}
-    train.update(seed=args.seed, device=args.device, precision=args.precision)
+    train.update(seed=args.seed, device=args.device, precision=args.precision, lr=args.lr,
+                 schedule=args.schedule, warmup_steps=args.warmup_steps)
     train = {k: v for k, v in train.items() if v is not None}
     if args.resume:
         _check_resume_matches(Path(args.out), args, modality, kind, model, data_options, train)
