@@ -144,3 +144,26 @@ def test_bad_code_files(tmp_path, tiny_images, capsys):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
     code, out, err = run_cli(capsys, "decode", run, tmp_path / "obj.npy", "-o", tmp_path / "d")
     _assert_clean_error(code, out, err, "obj.npy")
+
+
+def test_codes_commands_refuse_a_vae_and_resume_follows_moved_data(tmp_path, tiny_images, capsys):
+    import shutil
+
+    vae = tmp_path / "vae"
+    code, _, err = run_cli(capsys, "train", "--data", tiny_images, "--model", "vae", "--latent-dim", 4, "--out", vae,
+                           "--max-steps", 1, "--hidden", 16, "--res-hidden", 8, "--batch-size", 8, "--no-progress")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "encode", vae, "-o", tmp_path / "c.npz")
+    _assert_clean_error(code, out, err, "without a codebook", "VQ-VAE")
+    # the data moved: --data-dir on resume says where they are now, and is recorded
+    moved = tmp_path / "moved-images"
+    shutil.copytree(tiny_images, moved)
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", moved, "--out", run, "--max-steps", 1, *TINY)[0] == 0
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["data_dir"], config["data"]["spec"] = None, str(moved)
+    (run / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli(capsys, "train", "--out", run, "--resume", "--max-steps", 2, "--data-dir", tmp_path,
+                           "--no-progress")
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["data"]["data_dir"] == str(tmp_path.resolve())

@@ -17,7 +17,7 @@ from vqvae.modalities import Modality, detect, modality_of
 from vqvae.priors.training import PRIOR_TRAIN, fit_prior
 from vqvae.priors.training import start_prior_run as _start_prior_folder
 from vqvae.runs import fresh_run, read_config, write_config
-from vqvae.train import TrainConfig, TrainSummary, new_state, read_train_config, run_loop
+from vqvae.train import TrainConfig, TrainSummary, new_state, on_main, read_train_config, run_loop
 
 __all__ = ["start_prior_run", "start_run", "train_prior", "train_tokenizer", "tokenizer_modality"]
 
@@ -88,6 +88,8 @@ def train_tokenizer(
     run = Path(run)
     config, train = read_train_config(run, max_steps)
     modality = modality_of(config)
+    if "modality" not in config:  # a run of an earlier release: name its modality from now on
+        on_main(write_config, run, {"format_version": config["format_version"], "modality": modality.name, **config})
     torch.manual_seed(train.seed)
     state = new_state(run, modality.build(config), train, resume)
     return run_loop(state, modality.task(state, config), time_budget, progress)

@@ -111,6 +111,12 @@ def _check_resume_matches(run: Path, args, modality: Modality, kind: str, model:
         raise CLIError(f"--model {args.model} differs from the run's model {kind}")
     if args.data is not None and args.data != config["data"]["spec"]:
         raise CLIError(f"--data {args.data} differs from the run's data {config['data']['spec']}")
+    if args.data_dir is not None:  # the data moved: record where they are now
+        from vqvae.runs import write_config
+        from vqvae.train import on_main
+
+        config["data"]["data_dir"] = str(Path(args.data_dir).resolve())
+        on_main(write_config, run, config)
     given = {("model", k): v for k, v in model.items()}
     given.update({("data", k): v for k, v in data.items()})
     given.update({("train", k): v for k, v in train.items() if k != "device"})
@@ -173,21 +179,30 @@ def _evaluate(args: argparse.Namespace) -> str:
 def _encode(args: argparse.Namespace) -> str:
     from vqvae.runs import save_codes
 
-    modality = run_modality(args.run)
+    modality, codebook_size = _tokenizer(args.run, "encode")
     file = modality.encode(Path(args.run), data=args.data, data_dir=args.data_dir, split=args.split,
                            device=args.device, options=modality_options(args, "encode", modality))
     codes = file.rows() if file.lengths is not None else file.codes
-    save_codes(args.out, codes, read_config(args.run)["model"]["codebook_size"], file.labels, **file.extras)
+    save_codes(args.out, codes, codebook_size, file.labels, **file.extras)
     return f"wrote {args.out}: codes {tuple(file.codes.shape)}, {len(file.codes)} items"
 
 
 def _decode(args: argparse.Namespace) -> str:
     from vqvae.runs import load_codes
 
-    modality = run_modality(args.run)
+    modality, _ = _tokenizer(args.run, "decode")
     options = modality_options(args, "decode", modality)
     return modality.decode(Path(args.run), load_codes(args.codes), Path(args.out), device=args.device,
                            options=options)
+
+
+def _tokenizer(run: str, command: str) -> tuple[Modality, int]:
+    """The run's modality and K; a run without a codebook (the VAE) has no codes to work on."""
+    config = read_config(run)
+    if "codebook_size" not in config["model"]:
+        raise CLIError(f"{run} is a {config['kind']} run without a codebook: vqvae {command} works on the "
+                       f"integer codes of a VQ-VAE (use evaluate or reconstruct for its latents)")
+    return modality_of(config), config["model"]["codebook_size"]
 
 
 def _reconstruct(args: argparse.Namespace) -> str:
