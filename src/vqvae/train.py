@@ -20,17 +20,18 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from vqvae import checkpoint as ckpt
+from vqvae import distributed
+from vqvae.distributed import agree, local_slice, on_main, stop_signals, world_size
 from vqvae.figures import plot_metrics
 from vqvae.precision import PRECISIONS, autocast_for
 from vqvae.runs import append_metrics, read_config, truncate_metrics, write_config
@@ -44,7 +45,7 @@ __all__ = [
     "TrainConfig",
     "TrainSummary",
     "TrainingInterrupted",
-    "on_main",
+    "on_main",  # re-exported from vqvae.distributed: the one place that decides who writes
     "read_train_config",
     "resolve_device",
     "run_loop",
@@ -155,22 +156,14 @@ class Observer(Protocol):
 
 
 def resolve_device(device: str) -> torch.device:
+    """``auto``: a GPU when there is one (this rank's, under torchrun), else the CPU."""
+    if device in ("auto", "cuda") and torch.cuda.is_available() and distributed.is_distributed():
+        return torch.device("cuda", torch.cuda.current_device())
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu")
     return torch.device(device)
-
-
-def on_main(fn: Callable[..., Any], *args, **kwargs) -> Any:
-    """Call ``fn`` in the main process only (rank 0 of a distributed job, else always).
-
-    Progress, logs, figures and checkpoints go through here, so a multi-process run
-    writes each file once.
-    """
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-        return None
-    return fn(*args, **kwargs)
 
 
 def read_train_config(run: Path, max_steps: int | None) -> tuple[dict, TrainConfig]:
@@ -209,6 +202,25 @@ class LoopState:
         if self.train.ema_decay is not None and self.average is None:
             self.average = copy.deepcopy(self.model)
             self.average.requires_grad_(False)
+        self.model.to(self.device)
+        self._call = None
+
+    def call(self, method: str, *args, **kwargs):
+        """``model.method(*args)`` for a training step: through DistributedDataParallel in a
+        multi-process job, so the backward pass averages the gradients of all ranks.
+
+        The wrapper is made at the first step, after the task has set the model up: DDP
+        lays out its gradient buckets by the parameters' memory format at construction, and
+        a later change (channels-last for CPU convolutions) would scramble the averaging.
+        """
+        if self._call is None:
+            self._call = distributed.wrap(self.model, self.device)
+        return self._call(method, *args, **kwargs)
+
+    @staticmethod
+    def local(batch: Tensor) -> Tensor:
+        """This process's slice of a global batch (all of it in a single process)."""
+        return local_slice(batch)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -292,46 +304,60 @@ def run_loop(s: LoopState, task: Task, time_budget: float | None, progress: bool
     val = None
     window_start, window_items = time.monotonic(), 0
     try:
-        while s.step < end() and time.monotonic() < deadline:
-            rate = learning_rate(cfg.lr, cfg.schedule, cfg.warmup_steps, s.step, horizon.steps)
-            output, items = _optimisation_step(s, task, rate)
-            s.step += 1
-            horizon.update(s.step, time.monotonic())
-            s.horizon = horizon.record
-            window_items += items
-            if bar is not None:
-                bar.update(1)
-            if s.step % cfg.log_every == 0:
-                now = time.monotonic()
-                record = {"step": s.step, **task.log_record(output, window_items / (now - window_start)),
-                          "lr": rate, "horizon": horizon.steps}
-                window_start, window_items = now, 0
-                on_main(_log, s, record, observers)
+        with stop_signals() as signals:
+            while True:
+                # 0. stop? every rank agrees, on rank 0's horizon
+                stop, horizon.steps = agree(s.step >= end() or time.monotonic() >= deadline or bool(signals),
+                                            horizon.steps)
+                if stop:
+                    break
+                # 1-4. rate, forward, backward, update
+                rate = learning_rate(cfg.lr, cfg.schedule, cfg.warmup_steps, s.step, horizon.steps)
+                output, items = _optimisation_step(s, task, rate)
+                s.step += 1
+                horizon.update(s.step, time.monotonic())
+                s.horizon = horizon.record
+                window_items += items * world_size()
                 if bar is not None:
-                    bar.set_postfix(task.postfix(record))
-            if s.step % cfg.val_every == 0 or s.step == end():
-                val = _validate(s, task, observers)
-            if s.step % cfg.checkpoint_every == 0:
-                s.elapsed += time.monotonic() - start
-                start = time.monotonic()
-                s.save()
+                    bar.update(1)
+                # 5. log
+                if s.step % cfg.log_every == 0:
+                    now = time.monotonic()
+                    record = {"step": s.step, **task.log_record(output, window_items / (now - window_start)),
+                              "lr": rate, "horizon": horizon.steps, "world_size": world_size()}
+                    window_start, window_items = now, 0
+                    on_main(_log, s, record, observers)
+                    if bar is not None:
+                        bar.set_postfix(task.postfix(record))
+                # 6. validate, 7. checkpoint
+                if s.step % cfg.val_every == 0 or s.step == end():
+                    val = on_main(_validate, s, task, observers)
+                if s.step % cfg.checkpoint_every == 0:
+                    s.elapsed += time.monotonic() - start
+                    start = time.monotonic()
+                    s.save()
+        if signals:
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         s.elapsed += time.monotonic() - start
         s.save()
-        if bar is not None:
-            bar.close()
-        for observer in observers:
-            on_main(observer.close)
+        _close(bar, observers)
+        distributed.barrier()
         raise TrainingInterrupted(s.run, s.step) from None
-    if bar is not None:
-        bar.close()
     if val is None or val["step"] != s.step:
-        val = _validate(s, task, observers)
+        val = on_main(_validate, s, task, observers)
     s.elapsed += time.monotonic() - start
     s.save()
+    _close(bar, observers)
+    distributed.barrier()  # the checkpoint is on disk before any rank goes on
+    return TrainSummary(run=s.run, step=s.step, finished=s.step >= end(), val=val)
+
+
+def _close(bar, observers: Sequence[Observer]) -> None:
+    if bar is not None:
+        bar.close()
     for observer in observers:
         on_main(observer.close)
-    return TrainSummary(run=s.run, step=s.step, finished=s.step >= end(), val=val)
 
 
 def _optimisation_step(s: LoopState, task: Task, rate: float) -> tuple[Any, int]:
@@ -353,7 +379,7 @@ def _optimisation_step(s: LoopState, task: Task, rate: float) -> tuple[Any, int]
 def _validate(s: LoopState, task: Task, observers: Sequence[Observer]) -> dict:
     s.eval_model.eval()
     with torch.no_grad():
-        record = {"step": s.step, "split": "val", **task.validate(s.step)}
+        record = {"step": s.step, "split": "val", **task.validate(s.step), "world_size": world_size()}
         media = task.media(s.step) if observers and hasattr(task, "media") else None
     s.model.train()
     on_main(_log, s, record, observers)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from vqvae import checkpoint as ckpt
+from vqvae.distributed import main_first
 from vqvae.modalities import Modality, detect, modality_of
 from vqvae.priors.training import PRIOR_TRAIN, fit_prior
 from vqvae.priors.training import start_prior_run as _start_prior_folder
@@ -57,10 +58,15 @@ def start_run(
         raise ValueError(f"--model {model} is not available for {modality.name} data (it trains "
                          f"{', '.join(modality.models)})")
     kind = modality.models[model]
-    run = fresh_run(out, force)
-    described = modality.start(kind, data, data_dir, model_settings, train, options)
-    return write_config(run, {"format_version": ckpt.FORMAT_VERSION, "modality": modality.name, "kind": kind,
-                              **described, "train": dataclasses.asdict(train)})
+
+    def create() -> None:
+        run = fresh_run(out, force)
+        described = modality.start(kind, data, data_dir, model_settings, train, options)
+        write_config(run, {"format_version": ckpt.FORMAT_VERSION, "modality": modality.name, "kind": kind,
+                           **described, "train": dataclasses.asdict(train)})
+
+    main_first(create)  # one process writes the run directory, under torchrun too
+    return Path(out)
 
 
 def tokenizer_modality(run: str | os.PathLike) -> Modality:
@@ -113,8 +119,9 @@ def start_prior_run(
     options = {**({"window": window} if window is not None else {}), **(options or {})}
     config = read_config(run)
     shape = modality_of(config).prior_shape(config, options)
-    return _start_prior_folder(run, arch, shape, name=name, model_settings=model_settings, train=train,
-                               data={"spec": data, "data_dir": data_dir}, force=force)
+    main_first(_start_prior_folder, run, arch, shape, name=name, model_settings=model_settings, train=train,
+               data={"spec": data, "data_dir": data_dir}, force=force)
+    return Path(run) / "priors" / (name or arch)
 
 
 def train_prior(
@@ -133,6 +140,10 @@ def train_prior(
     modality = tokenizer_modality(run)
     shape = tuple(prior["model"]["latent_shape"])
     data = prior["data"]
-    codes = [modality.prior_codes(run, split, data.get("spec"), data.get("data_dir"), shape) for split in ("train", "val")]
-    return fit_prior(folder, *codes, max_steps=max_steps, time_budget=time_budget, resume=resume, progress=progress)
+    def codes(split: str):
+        return modality.prior_codes(run, split, data.get("spec"), data.get("data_dir"), shape)
+
+    main_first(lambda: [codes(split) for split in ("train", "val")])  # rank 0 encodes and caches them
+    train_codes, val_codes = codes("train"), codes("val")
+    return fit_prior(folder, train_codes, val_codes, max_steps=max_steps, time_budget=time_budget, resume=resume, progress=progress)
 

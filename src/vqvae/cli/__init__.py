@@ -54,22 +54,31 @@ def _demo(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from vqvae import distributed
     from vqvae.train import TrainingInterrupted
 
+    def say(text: str, stream=sys.stdout) -> None:  # one process speaks for a torchrun job
+        distributed.on_main(print, text, file=stream)
+
     try:
+        distributed.init_from_env()
         if getattr(args, "modality_command", False):
             message = args.func(args, run_modality(args.run))
         else:
             message = args.func(args)
         if message:
-            print(message)
+            say(message)
     except TrainingInterrupted as exc:
-        print(str(exc), file=sys.stderr)
+        say(str(exc), sys.stderr)
         return 130
     except (CLIError, ValueError, TypeError, IndexError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        rank = f"rank {distributed.rank()}: " if distributed.is_distributed() else ""
+        print(f"error: {rank}{exc}", file=sys.stderr)  # every rank: the failing one may not be rank 0
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        say("interrupted", sys.stderr)
         return 130
+    finally:
+        if distributed.is_distributed():
+            distributed.dist.destroy_process_group()
     return 0

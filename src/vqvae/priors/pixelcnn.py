@@ -203,12 +203,14 @@ class PixelCNNPrior(nn.Module):
         """H·W, the number of codes per sample."""
         return self.config.num_positions
 
-    def forward(self, codes: Tensor, label: int | Tensor | None = None) -> Tensor:
+    def forward(self, codes: Tensor, label: int | Tensor | None = None, dropped: Tensor | None = None) -> Tensor:
         """Logits of every code given the codes before it in raster order (and the label).
 
         Args:
             codes: integer codes in ``[0, K)``.
             label: class of each sample (int or ``(B,)``) for a conditional prior, else None.
+            dropped: in training, which labels to drop (bool ``(B,)``); default: drawn here
+                with probability ``label_dropout``.
 
         Returns:
             Logits; position (r, c) depends only on ``codes[:, :r]``, ``codes[:, r, :c]``.
@@ -219,12 +221,12 @@ class PixelCNNPrior(nn.Module):
         codes = check_codes(codes, self.config.codebook_size, self.config.latent_shape)
         labels = resolve_labels(label, codes.shape[0], self.config.num_classes, codes.device)
         if self.training:
-            labels = drop_labels(labels, self.config.label_dropout, self.config.num_classes)
+            labels = drop_labels(labels, self.config.label_dropout, self.config.num_classes, dropped)
         return self.head(self._features(codes, self._biases(labels)))
 
-    def loss(self, codes: Tensor, label: int | Tensor | None = None) -> Tensor:
+    def loss(self, codes: Tensor, label: int | Tensor | None = None, dropped: Tensor | None = None) -> Tensor:
         """Mean cross-entropy in nats per code, the training objective (a scalar)."""
-        return F.cross_entropy(self(codes, label), codes.long())
+        return F.cross_entropy(self(codes, label, dropped), codes.long())
 
     def log_prob(self, codes: Tensor, label: int | Tensor | None = None) -> Tensor:
         """Total log-likelihood ``log p(codes | label)`` in nats per sample.

@@ -145,12 +145,16 @@ def label_table_size(num_classes: int, label_dropout: float) -> int:
     return num_classes + 1 if label_dropout > 0 else num_classes
 
 
-def drop_labels(labels: Tensor | None, label_dropout: float, num_classes: int | None) -> Tensor | None:
-    """Training only: each label becomes "no label" (``num_classes``) with probability ``label_dropout``."""
+def drop_labels(labels: Tensor | None, label_dropout: float, num_classes: int | None,
+                dropped: Tensor | None = None) -> Tensor | None:
+    """Training only: each label becomes "no label" (``num_classes``) with probability
+    ``label_dropout``, or where the bool mask ``dropped`` ``(B,)`` says (drawn by the caller
+    for a global batch that several processes share)."""
     if labels is None or label_dropout == 0:
         return labels
-    dropped = torch.rand(labels.shape, device=labels.device) < label_dropout
-    return labels.masked_fill(dropped, num_classes)
+    if dropped is None:
+        dropped = torch.rand(labels.shape, device=labels.device) < label_dropout
+    return labels.masked_fill(dropped.to(labels.device), num_classes)
 
 
 def with_no_label(labels: Tensor, num_classes: int) -> Tensor:

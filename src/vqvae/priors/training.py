@@ -147,9 +147,14 @@ class PriorTask:
 
     def forward(self, step: int) -> tuple[Tensor, Tensor, int]:
         idx = self.batches.indices(step)
-        labels = None if self.labels is None else self.labels[idx].to(self.s.device)
-        loss = self.s.model.loss(self.codes[idx].to(self.s.device), labels)
-        return loss, loss, len(idx)
+        labels = dropped = None
+        if self.labels is not None:
+            labels = self.s.local(self.labels[idx]).to(self.s.device)
+            # drawn for the global batch: every process, and a single one, make the same draws
+            dropped = self.s.local(torch.rand(len(idx)) < self.s.model.config.label_dropout)
+        local = self.s.local(idx)
+        loss = self.s.call("loss", self.codes[local].to(self.s.device), labels, dropped)
+        return loss, loss, len(local)
 
     def log_record(self, loss: Tensor, codes_per_s: float) -> dict:
         nats = loss.item()

@@ -273,12 +273,14 @@ class TransformerPrior(nn.Module):
         """T, the number of codes per sample."""
         return self.config.num_positions
 
-    def forward(self, codes: Tensor, label: int | Tensor | None = None) -> Tensor:
+    def forward(self, codes: Tensor, label: int | Tensor | None = None, dropped: Tensor | None = None) -> Tensor:
         """Logits of every code given the codes before it in raster order (and the label).
 
         Args:
             codes: integer codes in ``[0, K)``.
             label: class of each sample (int or ``(B,)``) for a conditional prior, else None.
+            dropped: in training, which labels to drop (bool ``(B,)``); default: drawn here
+                with probability ``label_dropout``.
 
         Returns:
             Logits; position i (raster order) depends only on codes at positions < i.
@@ -291,7 +293,7 @@ class TransformerPrior(nn.Module):
         B = codes.shape[0]
         labels = resolve_labels(label, B, c.num_classes, codes.device)
         if self.training:
-            labels = drop_labels(labels, c.label_dropout, c.num_classes)
+            labels = drop_labels(labels, c.label_dropout, c.num_classes, dropped)
         start = self._start(labels, B)  # (B, 1, C)
         previous = self.code_embedding(codes.flatten(1)[:, :-1])  # (B, T-1, C)
         x = torch.cat([start, previous], dim=1) + self.positions()  # (B, T, C)
@@ -301,9 +303,9 @@ class TransformerPrior(nn.Module):
         logits = self._head(x)  # (B, T, K)
         return logits.transpose(1, 2).reshape(B, c.codebook_size, *c.latent_shape)
 
-    def loss(self, codes: Tensor, label: int | Tensor | None = None) -> Tensor:
+    def loss(self, codes: Tensor, label: int | Tensor | None = None, dropped: Tensor | None = None) -> Tensor:
         """Mean cross-entropy in nats per code, the training objective (a scalar)."""
-        return F.cross_entropy(self(codes, label), codes.long())
+        return F.cross_entropy(self(codes, label, dropped), codes.long())
 
     def log_prob(self, codes: Tensor, label: int | Tensor | None = None) -> Tensor:
         """Total log-likelihood ``log p(codes | label)`` in nats per sample.

@@ -37,8 +37,8 @@ class ImageTask:
             state.model.to(memory_format=torch.channels_last)  # 2-4x faster convolutions on CPUs
 
     def forward(self, step: int):
-        x = to_input(self.train_data.images[self.batches.indices(step)], self.s.device)
-        out = self.s.model(x)
+        x = to_input(self.train_data.images[self.s.local(self.batches.indices(step))], self.s.device)
+        out = self.s.call("forward", x)
         return out.loss, out, x.shape[0]
 
     def log_record(self, out, images_per_s: float) -> dict:

@@ -43,9 +43,10 @@ class SpeechTask:
     def forward(self, step: int):
         idx = self.batches.indices(step)
         crops = torch.Generator().manual_seed(self.s.train.seed * 7_919 + step)  # a function of the step
-        x = self.train_data.crops(idx, self.segment, crops).to(self.s.device)  # (B, 1, T)
-        speakers = None if self.train_speakers is None else self.train_speakers[idx].to(self.s.device)
-        out = self.s.model(x, speakers)
+        # crops are drawn for the global batch, then each process takes its slice
+        x = self.s.local(self.train_data.crops(idx, self.segment, crops)).to(self.s.device)  # (B, 1, T)
+        speakers = None if self.train_speakers is None else self.s.local(self.train_speakers[idx]).to(self.s.device)
+        out = self.s.call("forward", x, speakers)
         return out.loss, out, x.shape[0] * self.segment / self.rate
 
     def log_record(self, out, seconds_per_s: float) -> dict:
