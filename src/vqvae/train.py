@@ -143,9 +143,10 @@ class Observer(Protocol):
     """Something that watches a run from the main process (TensorBoard, say).
 
     ``record`` gets every record that goes to ``metrics.jsonl``; ``media`` gets what a
-    task's optional ``media(step)`` returns after each validation: a name mapped to
-    ``("images", (N, C, H, W) floats in [0, 1])`` or ``("audio", ((T,) floats in [-1, 1],
-    sample rate))``.
+    task's optional ``media(step)`` returns after each validation, a name mapped to a
+    ``(kind, value)`` pair, the kinds being
+    ``"images"``: ``(N, C, H, W)`` floats in [0, 1];
+    ``"audio"``: ``((T,) floats in [-1, 1], sample rate)``.
     """
 
     def record(self, record: dict) -> None: ...
