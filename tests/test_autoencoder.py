@@ -1,9 +1,12 @@
 """The VQ-VAE model: shapes in 1-, 2- and 3-D, encode/decode, losses, bad input."""
 
+import json
+
 import pytest
 import torch
 
-from vqvae import VQVAE, VQVAEConfig
+from vqvae import VQVAE, EMAVectorQuantizer, VectorQuantizer, VQVAEConfig
+from vqvae.quantize import QuantizerConfig
 
 TINY = {"hidden": 16, "res_hidden": 8, "codebook_size": 32, "code_dim": 8}
 
@@ -88,3 +91,51 @@ def test_config_is_checked_and_round_trips():
         VQVAEConfig.from_dict({"hiden": 3})
     config = VQVAEConfig(hidden=32, quantizer="grad")
     assert VQVAEConfig.from_dict(config.to_dict()) == config
+
+
+# A config.json["model"] written before the quantizer settings moved into QuantizerConfig.
+OLD_FLAT_CONFIG = {
+    "in_channels": 1, "hidden": 16, "res_hidden": 8, "residual_blocks": 2, "downsamples": 2,
+    "likelihood": "mse", "mixtures": 1, "data_variance": 1.0, "decoder": "conv",
+    "decoder_width": 64, "decoder_depth": 8, "spatial_dims": 2, "seed": 0, "codebook_size": 32,
+    "code_dim": 8, "quantizer": "grad", "beta": 0.5, "decay": 0.99, "kmeans_init": False,
+    "dead_code_window": None,
+}
+QUANTIZER_STATE = [
+    "steps", "initialized", "last_used", "usage_counts", "usage_steps", "reservoir",
+    "reservoir_written", "codebook",
+]
+
+
+def test_an_old_flat_config_loads_and_writes_the_same_keys_in_the_same_order():
+    config = VQVAEConfig.from_dict(json.loads(json.dumps(OLD_FLAT_CONFIG)))
+    assert isinstance(config, QuantizerConfig)
+    assert (config.codebook_size, config.code_dim, config.beta, config.dead_code_window) == (32, 8, 0.5, None)
+    assert list(config.to_dict().items()) == list(OLD_FLAT_CONFIG.items())
+    assert VQVAEConfig(**OLD_FLAT_CONFIG) == config
+
+
+@pytest.mark.parametrize("kind, cls, extra", [("ema", EMAVectorQuantizer, ["cluster_size", "embed_sum"]),
+                                              ("grad", VectorQuantizer, [])])
+def test_the_model_builds_its_quantizer_from_the_config_under_the_old_state_names(kind, cls, extra):
+    model = VQVAE(in_channels=1, quantizer=kind, beta=0.4, decay=0.9, kmeans_init=False,
+                  dead_code_window=9, seed=5, **TINY)
+    q = model.quantizer
+    assert type(q) is cls
+    assert (q.codebook_size, q.dim, q.beta, q.dead_code_window, q.seed) == (32, 8, 0.4, 9, 5)
+    assert bool(q.initialized)  # kmeans_init=False: nothing pending
+    if kind == "ema":
+        assert q.decay == 0.9
+    names = [k.removeprefix("quantizer.") for k in model.state_dict() if k.startswith("quantizer.")]
+    assert sorted(names) == sorted(QUANTIZER_STATE + extra)
+    again = VQVAE(model.config)
+    again.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_quantizer_settings_are_checked_with_their_model_names():
+    for values, message in [({"codebook_size": 0}, "model.codebook_size"),
+                            ({"decay": 1.5}, "model.decay"),
+                            ({"beta": -1.0}, "model.beta"),
+                            ({"dead_code_window": 0}, "model.dead_code_window")]:
+        with pytest.raises(ValueError, match=message):
+            VQVAEConfig(**values)

@@ -17,6 +17,7 @@ from vqvae.modalities.speech.model import (
     mel_sizes,
     multi_resolution_stft_loss,
 )
+from vqvae.quantize import EMAVectorQuantizer, QuantizerConfig, VectorQuantizer
 
 RESOLUTIONS = ((128, 32, 128), (64, 16, 64))
 TINY = {
@@ -407,3 +408,37 @@ def test_a_single_step_clip_encodes_and_normalises_to_zero():
 
     assert torch.equal(_instance_norm(torch.randn(2, 3, 1)), torch.zeros(2, 3, 1))
     assert tiny().encode(sines(1, 64)).shape == (1, 1)
+
+
+# A config.json["model"] written before the quantizer settings moved into QuantizerConfig.
+OLD_FLAT_CONFIG = {
+    "sample_rate": 8000, "hidden": 128, "res_hidden": 128, "residual_blocks": 1,
+    "downsamples": 6, "codebook_size": 32, "code_dim": 8, "quantizer": "ema", "beta": 0.25,
+    "decay": 0.9, "kmeans_init": True, "dead_code_window": 50, "num_speakers": 4,
+    "speaker_dim": 64, "speaker_scale": False, "decoder": "spectral", "decoder_width": 256,
+    "decoder_depth": 8, "decoder_dilations": [1, 3, 9],
+    "stft_resolutions": [[512, 128, 512], [256, 64, 256], [128, 32, 128]],
+    "waveform_weight": 1.0, "mel_weight": 1.0, "content_norm": "layers", "seed": 0,
+}
+
+
+def test_an_old_flat_config_loads_and_writes_the_same_settings():
+    config = SpeechVQVAEConfig.from_dict(OLD_FLAT_CONFIG)
+    assert isinstance(config, QuantizerConfig)
+    assert (config.codebook_size, config.decay, config.dead_code_window) == (32, 0.9, 50)
+    assert json.loads(json.dumps(config.to_dict())) == OLD_FLAT_CONFIG  # same keys and values
+
+
+@pytest.mark.parametrize("kind, cls", [("ema", EMAVectorQuantizer), ("grad", VectorQuantizer)])
+def test_the_speech_model_builds_its_quantizer_from_the_config(kind, cls):
+    model = tiny(quantizer=kind, beta=0.3, decay=0.8, dead_code_window=6, seed=2)
+    q = model.quantizer
+    assert type(q) is cls
+    assert (q.codebook_size, q.dim, q.beta, q.dead_code_window, q.seed) == (32, 8, 0.3, 6, 2)
+    assert bool(q.initialized)  # TINY has kmeans_init=False
+    if kind == "ema":
+        assert q.decay == 0.8
+    names = {k.removeprefix("quantizer.") for k in model.state_dict() if k.startswith("quantizer.")}
+    expected = {"steps", "initialized", "last_used", "usage_counts", "usage_steps", "reservoir",
+                "reservoir_written", "codebook"}
+    assert names == expected | ({"cluster_size", "embed_sum"} if kind == "ema" else set())

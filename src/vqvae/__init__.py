@@ -7,10 +7,12 @@ from vqvae.priors import PixelCNNConfig, PixelCNNPrior, TransformerConfig, Trans
 from vqvae.quantize import (
     CodebookUsage,
     EMAVectorQuantizer,
+    QuantizerConfig,
     QuantizerOutput,
     VectorQuantizer,
     codebook_perplexity,
     kmeans,
+    make_quantizer,
     nearest_codes,
 )
 
@@ -26,6 +28,7 @@ __all__ = [
     "MODALITIES",
     "PixelCNNConfig",
     "PixelCNNPrior",
+    "QuantizerConfig",
     "QuantizerOutput",
     "SpeechVQVAE",
     "SpeechVQVAEConfig",
@@ -38,5 +41,6 @@ __all__ = [
     "codebook_perplexity",
     "kmeans",
     "load",
+    "make_quantizer",
     "nearest_codes",
 ]

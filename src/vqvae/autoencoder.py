@@ -21,9 +21,8 @@ from torch import Tensor, nn
 from vqvae.ar_decoder import PixelCNNDecoder
 from vqvae.likelihood import LIKELIHOODS, make_likelihood
 from vqvae.nets import Decoder, Encoder
-from vqvae.quantize import EMAVectorQuantizer, VectorQuantizer
+from vqvae.quantize import QuantizerConfig, make_quantizer
 
-QUANTIZERS = ("ema", "grad")
 DECODERS = ("conv", "pixelcnn")
 
 
@@ -102,38 +101,17 @@ class AutoencoderConfig:
 
 
 @dataclass(frozen=True)
-class VQVAEConfig(AutoencoderConfig):
+class VQVAEConfig(QuantizerConfig, AutoencoderConfig):
     """Everything needed to rebuild a :class:`VQVAE`; saved as ``config.json["model"]``.
 
-    Besides :class:`AutoencoderConfig`, the paper's codebook (§4.1): K=512, D=64,
-    β=0.25, EMA γ=0.99.
-
-    Attributes:
-        codebook_size: K.
-        code_dim: D.
-        quantizer: ``"ema"`` (appendix A.1) or ``"grad"`` (codebook loss).
-        beta: commitment cost β.
-        decay: EMA decay γ (EMA quantizer only).
-        kmeans_init: start the codebook from k-means on the first batches.
-        dead_code_window: re-seed codes unused for this many steps (None: never).
+    The fields of :class:`AutoencoderConfig`, then those of
+    :class:`~vqvae.quantize.QuantizerConfig` (the paper's codebook, §4.1: K=512, D=64,
+    β=0.25, EMA γ=0.99), all saved flat. ``seed`` also seeds the quantizer.
     """
 
-    codebook_size: int = 512
-    code_dim: int = 64
-    quantizer: str = "ema"
-    beta: float = 0.25
-    decay: float = 0.99
-    kmeans_init: bool = True
-    dead_code_window: int | None = 100
-
     def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("codebook_size", "code_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
-        if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"model.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        AutoencoderConfig.__post_init__(self)
+        QuantizerConfig.__post_init__(self)
 
 
 @dataclass(frozen=True)
@@ -265,12 +243,7 @@ class VQVAE(_Autoencoder):
             config = dataclasses.replace(config, **settings)
         self.config = c = config
         self._build(c.code_dim, c.code_dim)
-        quantizer = EMAVectorQuantizer if c.quantizer == "ema" else VectorQuantizer
-        options = {"decay": c.decay} if c.quantizer == "ema" else {}
-        self.quantizer = quantizer(
-            c.codebook_size, c.code_dim, c.beta, kmeans_init=c.kmeans_init,
-            dead_code_window=c.dead_code_window, seed=c.seed, **options,
-        )
+        self.quantizer = make_quantizer(c, seed=c.seed)
 
     def forward(self, x: Tensor) -> VQVAEOutput:
         """Encode, quantize and decode ``x`` ``(B, C, *S)`` in [0, 1]."""

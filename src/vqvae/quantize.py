@@ -7,11 +7,12 @@ Two quantizers share one lookup and one set of codebook-health tools:
 * :class:`EMAVectorQuantizer` moves each code to the exponential moving average of the
   encoder outputs assigned to it (the paper's appendix A.1).
 
-Both find the exact nearest code in squared Euclidean distance without ever building
-the full N×K distance matrix (the search runs over row chunks of a fixed byte budget),
-keep distances, argmin and EMA statistics in fp32 under autocast, can start from
-k-means, re-seed dead codes from a reservoir of recent encoder outputs, and stay
-identical on every rank under ``torch.distributed``.
+Both find the exact nearest code (:func:`vqvae.clustering.nearest_codes`), keep
+distances, argmin and EMA statistics in fp32 under autocast, can start from k-means,
+re-seed dead codes from a reservoir of recent encoder outputs
+(:class:`vqvae.codebook_health.CodebookHealth`), and stay identical on every rank under
+``torch.distributed``. :class:`QuantizerConfig` and :func:`make_quantizer` are how models
+describe and build one.
 
 Shapes: B batch, D code dimension, S spatial axes (0 to 3 of them), N = B·∏S flattened
 vectors, K codebook size, R reservoir size.
@@ -19,25 +20,28 @@ vectors, K codebook size, R reservoir size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqvae.clustering import DEFAULT_CHUNK_BYTES, kmeans, nearest_codes
+from vqvae.codebook_health import CodebookHealth, CodebookUsage, codebook_perplexity, perplexity
+from vqvae.quantizer_config import QUANTIZERS, QuantizerConfig
+
 __all__ = [
+    "QUANTIZERS",
     "CodebookUsage",
     "EMAVectorQuantizer",
+    "QuantizerConfig",
     "QuantizerOutput",
     "VectorQuantizer",
     "codebook_perplexity",
     "kmeans",
+    "make_quantizer",
     "nearest_codes",
 ]
-
-DEFAULT_CHUNK_BYTES = 8 << 20  # distance rows per chunk: chunk_bytes // (K * 4)
 
 
 @dataclass
@@ -46,13 +50,13 @@ class QuantizerOutput:
 
     Attributes:
         quantized: ``(B, D, *S)``, the nearest codes with the gradient of ``z``
-            (straight-through estimator).
+            (straight-through estimator); safe to modify in place.
         indices: ``(B, *S)`` int64, the chosen code of every vector.
         loss: the auxiliary loss to add to the reconstruction loss:
             ``codebook_loss + beta * commitment_loss`` (EMA: ``beta * commitment_loss``).
         codebook_loss: mean of ``(sg[z] − e)²``, which moves only the codebook.
         commitment_loss: mean of ``(z − sg[e])²``, which moves only the input.
-        perplexity: ``exp(entropy)`` of this call's code histogram.
+        perplexity: ``exp(entropy)`` of this call's code histogram (0 for an empty batch).
     """
 
     quantized: Tensor
@@ -63,149 +67,59 @@ class QuantizerOutput:
     perplexity: Tensor
 
 
-@dataclass
-class CodebookUsage:
-    """Code usage accumulated over a window of training steps."""
-
-    steps: int
-    codes_used: int
-    used_fraction: float
-    perplexity: float
-    dead_codes: int
-
-
-def nearest_codes(x: Tensor, codebook: Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Tensor:
-    """Index of the nearest code (squared Euclidean distance) for every row of ``x``.
-
-    The distance matrix is never built whole: rows are searched in chunks whose
-    ``(rows, K)`` distance block takes at most ``chunk_bytes`` (at least one row).
-
-    Args:
-        x: ``(N, D)`` floating vectors.
-        codebook: ``(K, D)`` codes, same dtype as ``x``.
-        chunk_bytes: memory budget of one distance block.
-
-    Returns:
-        ``(N,)`` int64 indices; ties go to the lowest index.
-    """
-    n, k = x.shape[0], codebook.shape[0]
-    # argmin_k ‖x − e_k‖² = argmin_k (‖e_k‖²/2 − x·e_k): ‖x‖² is the same for every k.
-    half_sq_norms = 0.5 * codebook.square().sum(dim=1)  # (K,)
-    group = _argmin_group(k)
-    if k % group:  # pad with codes at infinite distance so that groups tile the row
-        pad = group - k % group
-        codebook = torch.cat([codebook, codebook.new_zeros(pad, codebook.shape[1])])
-        half_sq_norms = torch.cat([half_sq_norms, half_sq_norms.new_full((pad,), float("inf"))])
-    padded_k = codebook.shape[0]
-    rows = max(1, min(n, chunk_bytes // (padded_k * x.element_size())))
-    block = torch.empty(rows, padded_k, dtype=x.dtype, device=x.device)  # (rows, K), reused
-    indices = torch.empty(n, dtype=torch.long, device=x.device)
-    for start in range(0, n, rows):
-        chunk = x[start : start + rows]
-        dist_block = block[: chunk.shape[0]]
-        torch.addmm(half_sq_norms, chunk, codebook.t(), alpha=-1.0, out=dist_block)
-        indices[start : start + chunk.shape[0]] = _argmin_rows(dist_block, group)
-    return indices
-
-
-def _argmin_group(k: int) -> int:
-    """Group width for the two-level argmin: about sqrt(K), a power of two (1: plain argmin)."""
-    if k < 256:
-        return 1
-    return 1 << math.ceil(math.log2(math.sqrt(k)))
-
-
-def _argmin_rows(block: Tensor, group: int) -> Tensor:
-    """``block.argmin(dim=1)``, first index on ties, in two levels.
-
-    A vectorised ``amin`` over groups of ``group`` columns, then ``argmin`` over the group
-    minima and within the one winning group: 2-5x faster than a plain ``argmin`` over
-    long rows on CPUs, where ``argmin`` does not vectorise.
-    """
-    if group == 1:
-        return block.argmin(dim=1)
-    rows, k = block.shape
-    grouped = block.view(rows, k // group, group)  # (rows, G, L)
-    best_group = grouped.amin(dim=2).argmin(dim=1)  # (rows,), first group holding the minimum
-    row = torch.arange(rows, device=block.device)
-    within = grouped[row, best_group].argmin(dim=1)  # (rows,), first position in that group
-    return best_group * group + within
-
-
-def kmeans(
-    x: Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """k-means: k-means++ seeding (Arthur & Vassilvitskii 2007), then Lloyd iterations.
-
-    An empty cluster keeps its previous centre.
-
-    Args:
-        x: ``(N, D)`` floating vectors, ``N >= k``.
-        k: number of clusters.
-        iters: Lloyd iterations.
-        generator: CPU generator for the seeding.
-
-    Returns:
-        ``(centres (k, D), counts (k,))``, counts being the cluster sizes of the last
-        assignment.
-    """
-    if x.shape[0] < k:
-        raise ValueError(f"k-means needs at least k={k} vectors, got {x.shape[0]}")
-    centres = _kmeans_plus_plus(x, k, generator)  # (K, D)
-    counts = torch.zeros(k, dtype=x.dtype, device=x.device)
-    for _ in range(iters):
-        idx = nearest_codes(x, centres)  # (N,)
-        counts = torch.bincount(idx, minlength=k).to(x.dtype)
-        sums = torch.zeros_like(centres).index_add_(0, idx, x)  # (K, D)
-        filled = counts > 0
-        centres[filled] = sums[filled] / counts[filled, None]
-    return centres, counts
-
-
-def _kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
-    """Each next centre is drawn with probability proportional to its squared distance."""
-    n = x.shape[0]
-    chosen = torch.empty(k, dtype=torch.long)
-    chosen[0] = torch.randint(n, (1,), generator=generator)
-    closest = (x - x[chosen[0]]).square().sum(1).cpu().double()  # (N,) squared distances
-    for i in range(1, k):
-        if closest.sum() <= 0:  # fewer distinct points than k: repeat some
-            chosen[i:] = torch.randint(n, (k - i,), generator=generator)
-            break
-        chosen[i] = torch.multinomial(closest, 1, generator=generator)
-        new = (x - x[chosen[i]]).square().sum(1).cpu().double()
-        torch.minimum(closest, new, out=closest)
-    return x[chosen.to(x.device)].clone()
-
-
 class _StraightThrough(torch.autograd.Function):
     """Returns ``codes`` in the forward pass and hands the gradient to ``z`` unchanged.
 
     Equivalent to the usual ``z + (codes - z).detach()`` but exact (that sum rounds) and
-    free of two full passes over the latents.
+    free of two full passes over the latents. The output is ``codes.detach()``: the same
+    memory, but not a view to autograd, which forbids in-place writes to the views a
+    custom Function returns; so callers may write to it in place (``relu_``). That is safe
+    because no backward pass keeps these codes (:class:`_SquaredError` keeps ``z − e``),
+    and one that did would still be caught by the version counter the alias shares.
     """
 
     @staticmethod
     def forward(ctx, z: Tensor, codes: Tensor) -> Tensor:
-        return codes
+        return codes.detach()
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         return grad, None
 
 
-def _distributed(group) -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+class _SquaredError(torch.autograd.Function):
+    """``(codebook_loss, commitment_loss)`` of ``flat`` and its codes ``quantized``, both
+    ``mean((flat − quantized)²)``; the first moves only ``quantized``, the second only ``flat``.
+
+    One difference serves both values and both gradients, and it is all the backward pass
+    keeps: ``F.mse_loss`` would keep ``quantized``, which the forward hands out, and so
+    forbid writing to it in place. Measured, it is also about twice as fast as ``mse_loss``.
+    """
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, quantized: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.set_materialize_grads(False)  # an unused loss sends no (zero) gradient
+        diff = flat - quantized  # (N, D)
+        ctx.save_for_backward(diff)
+        # Row norms squared and summed: as exact as a mean of squares (one fp32 dot product
+        # drifts by 1e-5 over a million terms) without an (N, D) temporary.
+        loss = torch.linalg.vector_norm(diff, dim=1).square().sum() / diff.numel()
+        return loss, loss.clone()
+
+    @staticmethod
+    def backward(ctx, codebook_grad: Tensor | None, commitment_grad: Tensor | None):
+        (diff,) = ctx.saved_tensors
+        scale = 2.0 / diff.numel()
+        to_flat = to_codes = None
+        if ctx.needs_input_grad[0] and commitment_grad is not None:
+            to_flat = diff * (commitment_grad * scale)
+        if ctx.needs_input_grad[1] and codebook_grad is not None:
+            to_codes = diff * (codebook_grad * -scale)
+        return to_flat, to_codes
 
 
-def _perplexity(counts: Tensor) -> Tensor:
-    probs = counts.double() / counts.sum().clamp_min(1)
-    entropy = -(probs * probs.clamp_min(1e-30).log()).sum()
-    return entropy.exp().float()
-
-
-class _Quantizer(nn.Module):
-    """Lookup, straight-through, losses and codebook health shared by both quantizers.
+class _Quantizer(CodebookHealth):
+    """Lookup, straight-through, losses and input checks shared by both quantizers.
 
     Subclasses hold the codebook (``self.codebook``, ``(K, D)``) and define how it learns.
     """
@@ -225,51 +139,34 @@ class _Quantizer(nn.Module):
         check_finite: bool = True,
         process_group=None,
     ) -> None:
-        super().__init__()
         for name, value in (("codebook_size", codebook_size), ("dim", dim)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if beta < 0:
             raise ValueError(f"beta (commitment cost) must be >= 0, got {beta}")
-        if dead_code_window is not None and dead_code_window < 1:
-            raise ValueError(f"dead_code_window must be None or >= 1, got {dead_code_window}")
         if chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
-        self.codebook_size = codebook_size
+        super().__init__(
+            codebook_size, dim, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
+            dead_code_window=dead_code_window, seed=seed, process_group=process_group,
+            reservoir_size=codebook_size if reservoir_size is None else reservoir_size,
+        )
         self.dim = dim
         self.beta = beta
-        self.kmeans_iters = kmeans_iters
-        self.dead_code_window = dead_code_window
-        self.seed = seed
         self.chunk_bytes = chunk_bytes
         self.check_finite = check_finite
-        self.process_group = process_group
-        reservoir_size = codebook_size if reservoir_size is None else reservoir_size
-        if reservoir_size < 1:
-            raise ValueError(f"reservoir_size must be >= 1, got {reservoir_size}")
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("initialized", torch.tensor(not kmeans_init))
-        self.register_buffer("last_used", torch.zeros(codebook_size, dtype=torch.long))
-        self.register_buffer("usage_counts", torch.zeros(codebook_size, dtype=torch.long))
-        self.register_buffer("usage_steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("reservoir", torch.zeros(reservoir_size, dim))  # (R, D)
-        self.register_buffer("reservoir_written", torch.zeros((), dtype=torch.long))
-        self._kmeans_pending: list[Tensor] = []
 
     def _initial_codebook(self) -> Tensor:
         g = torch.Generator().manual_seed(self.seed)
         return torch.randn(self.codebook_size, self.dim, generator=g)  # (K, D)
 
-    def _generator(self, purpose: int) -> torch.Generator:
-        # A fresh stream per (seed, step, purpose): deterministic, and resumable from buffers.
-        return torch.Generator().manual_seed(
-            (self.seed * 1_000_003 + int(self.steps) * 7 + purpose) % (2**63)
-        )
-
     # ---------------------------------------------------------------- public API
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        """Quantize ``z`` of shape ``(B, D, *S)``; in training mode also update the codebook."""
+        """Quantize ``z`` of shape ``(B, D, *S)``; in training mode also update the codebook.
+
+        An empty batch (no vectors) gives zero losses and perplexity and changes no state.
+        """
         self._check_input(z)
         with torch.autocast(z.device.type, enabled=False):
             flat = self._flatten(z)  # (N, D), fp32 or wider
@@ -277,12 +174,18 @@ class _Quantizer(nn.Module):
                 self._collect_for_kmeans(flat.detach())
             with torch.no_grad():
                 indices = nearest_codes(flat.detach(), self._search_codebook(flat), self.chunk_bytes)
-            quantized_flat, codebook_loss, commitment_loss = self._losses(flat, indices)
             counts = torch.bincount(indices, minlength=self.codebook_size)  # (K,)
+            if flat.shape[0]:
+                quantized_flat, codebook_loss, commitment_loss = self._losses(flat, indices)
+                batch_perplexity = perplexity(counts)
+            else:  # a mean over no vectors is NaN; the empty sum is an exact 0 in z's graph
+                quantized_flat = flat.detach()
+                codebook_loss = commitment_loss = flat.sum()
+                batch_perplexity = flat.new_zeros((), dtype=torch.float32)
             if self.training:
                 with torch.no_grad():
                     self._training_update(flat.detach(), indices, counts)
-        codes = quantized_flat.detach().to(z.dtype).view(z.shape[0], *z.shape[2:], self.dim)
+        codes = quantized_flat.detach().to(z.dtype).view(z.shape[0], *z.shape[2:], self.dim)  # (B, *S, D)
         quantized = _StraightThrough.apply(z, codes.movedim(-1, 1))  # value of e, gradient of z
         return QuantizerOutput(
             quantized=quantized,
@@ -290,7 +193,7 @@ class _Quantizer(nn.Module):
             loss=self._aux_loss(codebook_loss, commitment_loss),
             codebook_loss=codebook_loss,
             commitment_loss=commitment_loss,
-            perplexity=_perplexity(counts),
+            perplexity=batch_perplexity,
         )
 
     @torch.no_grad()
@@ -316,27 +219,6 @@ class _Quantizer(nn.Module):
             )
         vectors = F.embedding(indices.long().to(self.codebook.device), self.codebook)  # (B, *S, D)
         return vectors.movedim(-1, 1)
-
-    @torch.no_grad()
-    def codebook_usage(self, reset: bool = True) -> CodebookUsage:
-        """Usage over the training steps since the last reset (all ranks counted).
-
-        Args:
-            reset: start a new window afterwards.
-        """
-        counts = self.usage_counts
-        used = int((counts > 0).sum())
-        usage = CodebookUsage(
-            steps=int(self.usage_steps),
-            codes_used=used,
-            used_fraction=used / self.codebook_size,
-            perplexity=float(_perplexity(counts)) if counts.sum() > 0 else 0.0,
-            dead_codes=self.codebook_size - used,
-        )
-        if reset:
-            self.usage_counts.zero_()
-            self.usage_steps.zero_()
-        return usage
 
     def extra_repr(self) -> str:
         return (
@@ -399,68 +281,14 @@ class _Quantizer(nn.Module):
         return self.codebook.detach().to(flat.dtype)
 
     def _training_update(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
-        self.steps += 1
-        counts = self._all_reduce(counts.clone())
-        self.usage_counts += counts
-        self.usage_steps += 1
-        self.last_used[counts > 0] = self.steps
-        self._remember(flat)
+        counts = self._all_reduce(counts.clone())  # (K,), the same on every rank
+        # An empty batch on every rank has nothing to teach and must not age the statistics;
+        # only a locally empty one needs the (synchronising) look at the reduced counts.
+        if flat.shape[0] == 0 and not bool(counts.any()):
+            return
+        self._record_step(flat, counts)
         self._update_codebook(flat, indices, counts)
-        if self.dead_code_window is not None:
-            self._reset_dead_codes()
-
-    def _all_reduce(self, t: Tensor) -> Tensor:
-        if _distributed(self.process_group):
-            dist.all_reduce(t, group=self.process_group)
-        return t
-
-    def _broadcast(self, t: Tensor) -> Tensor:
-        if _distributed(self.process_group):
-            src = dist.get_global_rank(self.process_group, 0) if self.process_group else 0
-            dist.broadcast(t, src=src, group=self.process_group)
-        return t
-
-    def _remember(self, flat: Tensor) -> None:
-        """Write a random sample of this batch into the ring-buffer reservoir."""
-        size = self.reservoir.shape[0]
-        take = min(flat.shape[0], size)
-        pick = torch.randperm(flat.shape[0], generator=self._generator(1))[:take].to(flat.device)
-        start = int(self.reservoir_written) % size
-        slots = (torch.arange(take, device=flat.device) + start) % size
-        self.reservoir[slots] = flat[pick].to(self.reservoir.dtype)
-        self.reservoir_written += take
-
-    def _reset_dead_codes(self) -> None:
-        dead = (self.steps - self.last_used) >= self.dead_code_window  # (K,), same on all ranks
-        n_dead = int(dead.sum())
-        filled = min(int(self.reservoir_written), self.reservoir.shape[0])
-        if n_dead == 0 or filled == 0:
-            return
-        g = self._generator(2)
-        if filled >= n_dead:
-            rows = torch.randperm(filled, generator=g)[:n_dead]
-        else:
-            rows = torch.randint(filled, (n_dead,), generator=g)
-        vectors = self._broadcast(self.reservoir[rows.to(self.reservoir.device)].clone())  # (n_dead, D)
-        self._set_codes(dead, vectors)
-        self.last_used[dead] = self.steps  # a grace window before a re-seeded code can die again
-
-    @torch.no_grad()
-    def _collect_for_kmeans(self, flat: Tensor) -> None:
-        self._kmeans_pending.append(flat.float())
-        have = torch.tensor(sum(x.shape[0] for x in self._kmeans_pending), device=flat.device)
-        if _distributed(self.process_group):
-            dist.all_reduce(have, op=dist.ReduceOp.MIN, group=self.process_group)
-        if int(have) < self.codebook_size:
-            return
-        data = torch.cat(self._kmeans_pending)  # (N_collected, D)
-        self._kmeans_pending = []
-        centres, counts = kmeans(data, self.codebook_size, self.kmeans_iters, self._generator(3))
-        centres = self._broadcast(centres)
-        counts = self._broadcast(counts)
-        everything = torch.ones(self.codebook_size, dtype=torch.bool, device=centres.device)
-        self._set_codes(everything, centres, counts)
-        self.initialized.fill_(True)
+        self._reset_dead_codes()
 
 
 class VectorQuantizer(_Quantizer):
@@ -495,8 +323,7 @@ class VectorQuantizer(_Quantizer):
 
     def _losses(self, flat: Tensor, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         quantized = F.embedding(indices, self.codebook).to(flat.dtype)  # (N, D), grad to codebook
-        codebook_loss = F.mse_loss(quantized, flat.detach())
-        commitment_loss = F.mse_loss(flat, quantized.detach())
+        codebook_loss, commitment_loss = _SquaredError.apply(flat, quantized)
         return quantized, codebook_loss, commitment_loss
 
     def _aux_loss(self, codebook_loss: Tensor, commitment_loss: Tensor) -> Tensor:
@@ -542,8 +369,8 @@ class EMAVectorQuantizer(_Quantizer):
 
     def _losses(self, flat: Tensor, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         quantized = F.embedding(indices, self.codebook).to(flat.dtype)  # (N, D), no grad
-        commitment_loss = F.mse_loss(flat, quantized)
-        return quantized, commitment_loss.detach(), commitment_loss
+        codebook_loss, commitment_loss = _SquaredError.apply(flat, quantized)
+        return quantized, codebook_loss.detach(), commitment_loss
 
     def _aux_loss(self, codebook_loss: Tensor, commitment_loss: Tensor) -> Tensor:
         return self.beta * commitment_loss
@@ -573,6 +400,19 @@ class EMAVectorQuantizer(_Quantizer):
         self.codebook[which] = vectors  # exact, whatever the smoothing does to the others
 
 
-def codebook_perplexity(counts: Tensor) -> float:
-    """Perplexity ``exp(H)`` of a histogram of code counts (K,)."""
-    return float(_perplexity(counts))
+def make_quantizer(config: QuantizerConfig, seed: int = 0) -> EMAVectorQuantizer | VectorQuantizer:
+    """The quantizer ``config`` describes, untrained.
+
+    Args:
+        config: the settings; any config that inherits :class:`QuantizerConfig` will do.
+        seed: seeds the initial codebook, the reservoir sampling and resets.
+
+    Returns:
+        An :class:`EMAVectorQuantizer` for ``quantizer="ema"``, else a :class:`VectorQuantizer`.
+    """
+    options = {"kmeans_init": config.kmeans_init, "dead_code_window": config.dead_code_window,
+               "seed": seed}
+    if config.quantizer == "ema":
+        return EMAVectorQuantizer(config.codebook_size, config.code_dim, config.beta,
+                                  decay=config.decay, **options)
+    return VectorQuantizer(config.codebook_size, config.code_dim, config.beta, **options)
