@@ -98,7 +98,7 @@ class SpeechVQVAEConfig(QuantizerConfig):
             ``"output"``, of its output before the lookup; ``"layers"``, also after each
             strided convolution (the default). What stays constant through a clip, the
             voice and the microphone, is then not in the codes, and the decoder must take
-            it from the speaker embedding. In the issue's 15-minute FSDD command, one run
+            it from the speaker embedding. In the 15-minute FSDD command, one run
             each: ``"layers"`` kept the digit in 81.9 % of conversions (``"output"``:
             66.7 %, ``"none"``: 50.9 %) and in 95.0 % of reconstructions (89.3 %, 87.7 %),
             with 91.7 % of conversions heard as the target speaker (99.0 %, 92.3 %); the
