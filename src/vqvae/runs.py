@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -29,8 +30,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vqvae.atomic import atomic_write, write_bytes, write_json
+from vqvae.atomic import atomic_write, disk_full_errors, write_bytes, write_json
 from vqvae.checkpoint import CONFIG_FILE, MODEL_FILE, read_config
+from vqvae.data.arrays import read_arrays
+from vqvae.lock import check_unused
 
 __all__ = [
     "CodeFile",
@@ -54,11 +57,13 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def fresh_run(out: str | os.PathLike, force: bool) -> Path:
-    """``out`` emptied for a new run: an existing non-empty folder needs ``force``."""
+    """``out`` emptied for a new run: an existing non-empty folder needs ``force``, and no
+    live process training in it (:class:`vqvae.lock.RunInUseError`)."""
     run = Path(out)
     if run.exists() and any(run.iterdir()):
         if not force:
             raise FileExistsError(f"{run} already exists: continue it with --resume, or overwrite it with --force")
+        check_unused(run)
         shutil.rmtree(run)
     return run
 
@@ -95,17 +100,29 @@ def prior_folder(run: str | os.PathLike, prior: str | None = None) -> Path:
 
 
 def append_metrics(run: str | os.PathLike, record: dict) -> None:
-    with open(Path(run) / METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    line = json.dumps(record) + "\n"
+    path = Path(run) / METRICS_FILE
+    with disk_full_errors(path, len(line.encode())), open(path, "a") as f:
+        f.write(line)
 
 
 def truncate_metrics(run: str | os.PathLike, step: int) -> None:
-    """Drop records past ``step`` (the checkpoint), so that a resumed log reads as one run."""
+    """Drop records past ``step`` (the checkpoint), so that a resumed log reads as one run;
+    a line cut short by a killed process or a full disk is dropped too."""
     path = Path(run) / METRICS_FILE
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    kept = [line for line in path.read_text(errors="replace").splitlines() if _step_of(line) <= step]
     atomic_write(path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in kept)))
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics line; infinity (never kept) for a broken one."""
+    try:
+        step = json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+    return step if isinstance(step, int) else math.inf
 
 
 # ------------------------------------------------------------------ code files
@@ -170,20 +187,15 @@ def load_codes(path: str | os.PathLike) -> CodeFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"code file {path} does not exist")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{path} is not a readable .npz/.npy code file ({exc})") from exc
-    if isinstance(loaded, np.ndarray):
-        arrays = {"codes": loaded}
-    else:
-        with loaded:
-            if "codes" not in loaded.files:
-                raise ValueError(f"{path} has no array named 'codes' (it has {loaded.files})")
-            arrays = {name: loaded[name] for name in loaded.files}
+    # Never unpickled, and no size the file declares is believed before its bytes are seen.
+    arrays = read_arrays(path, "code file")
+    if "" in arrays:  # a bare .npy
+        arrays = {"codes": arrays.pop("")}
+    if "codes" not in arrays:
+        raise ValueError(f"{path} has no array named 'codes' (it has {sorted(arrays)})")
     codes = arrays.pop("codes")
-    if not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(f"codes in {path} must be integers, got {codes.dtype}")
+    if not np.issubdtype(codes.dtype, np.integer) or codes.ndim == 0:
+        raise ValueError(f"codes in {path} must be an (N, ...) array of integers, got {codes.dtype} {codes.shape}")
     for name, values in arrays.items():
         if values.shape != (len(codes),) or not np.issubdtype(values.dtype, np.integer):
             raise ValueError(f"{path}: array {name!r} must be ({len(codes)},) integers, got {values.dtype} {values.shape}")

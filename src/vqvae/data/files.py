@@ -17,6 +17,7 @@ Archives are read with :mod:`tarfile`, never extracted to disk.
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import tarfile
 import zlib
@@ -30,16 +31,21 @@ from vqvae.data.errors import DataError
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
+    "MAX_MEMBER_BYTES",
     "DirTree",
     "FileEntry",
     "FileTree",
     "TarTree",
+    "archive_errors",
     "is_archive",
     "open_tree",
+    "read_member",
     "unwrap",
 ]
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+MAX_MEMBER_BYTES = 1 << 30  # no image or recording of a data set is near 1 GiB
+_CHUNK = 1 << 20
 
 
 def is_archive(path: Path) -> bool:
@@ -187,20 +193,51 @@ class TarTree:
         order = sorted(range(len(members)), key=lambda i: members[i].offset_data)
         with self._opened() as tar:
             for i in order:
-                handle = tar.extractfile(members[i])
-                assert handle is not None, "entries are regular files"
-                yield i, handle.read()
+                yield i, read_member(tar, members[i], MAX_MEMBER_BYTES, self.where(entries[i]))
 
     @contextmanager
     def _opened(self) -> Iterator[tarfile.TarFile]:
-        try:
-            with tarfile.open(self.path) as tar:
-                yield tar
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-            raise DataError(
-                f"cannot read archive {self.path}: {err}; it is corrupt or truncated: "
-                "re-download or re-create it"
-            ) from err
+        with archive_errors(self.path), tarfile.open(self.path) as tar:
+            yield tar
+
+
+@contextmanager
+def archive_errors(path: Path) -> Iterator[None]:
+    """Turn whatever a corrupt, truncated or hostile archive makes :mod:`tarfile` raise into a
+    :class:`DataError` naming ``path`` (tarfile believes header sizes, so a forged header can
+    exhaust memory before the data run out)."""
+    try:
+        yield
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, MemoryError, OverflowError) as err:
+        if isinstance(err, DataError):
+            raise
+        reason = "it declares absurd sizes" if isinstance(err, (MemoryError, OverflowError)) else err
+        raise DataError(
+            f"cannot read archive {path}: {reason}; it is corrupt or truncated: re-download or re-create it"
+        ) from err
+
+
+def read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int, where: str) -> bytes:
+    """The bytes of a regular member, read in pieces: a forged size never allocates more than
+    the data present, and a member over ``limit`` bytes is refused.
+
+    Raises:
+        DataError: naming ``where``, when the member is over ``limit`` or truncated.
+    """
+    if member.size > limit:
+        raise DataError(f"{where} declares {member.size:,} bytes, more than the {limit:,} a file of a data "
+                        "set may have: the archive is corrupt or not a data set")
+    handle = tar.extractfile(member)
+    assert handle is not None, "members read are regular files"
+    parts, left = [], member.size
+    while left > 0:
+        part = handle.read(min(left, _CHUNK))
+        if not part:
+            raise DataError(f"{where} is truncated ({member.size - left:,} of {member.size:,} bytes): "
+                            "re-download or re-create the archive")
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def _member(entry: FileEntry) -> tarfile.TarInfo:

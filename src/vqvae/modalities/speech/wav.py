@@ -10,6 +10,7 @@ Shapes: T samples of one clip.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from vqvae.atomic import atomic_write
+from vqvae.atomic import write_bytes
 
 __all__ = [
     "PCM16_SCALE",
@@ -32,6 +33,7 @@ __all__ = [
 
 PCM16_SCALE = 32768.0  # soundfile reads 16-bit PCM as int / 2**15: the exact inverse
 _WAV_FORMATS = frozenset({"WAV", "WAVEX", "RF64"})
+_MIN_RATE, _MAX_RATE = 1_000, 768_000  # samples per second a recording may have
 
 
 def read_wav(
@@ -95,9 +97,9 @@ def write_wav(path: str | os.PathLike[str], waveform: torch.Tensor, sample_rate:
     if not torch.isfinite(wave).all():
         raise ValueError("waveform holds NaN or infinite values; it cannot be written as PCM")
     pcm = to_pcm16(wave.numpy().astype(np.float64))
-    sf = _soundfile()
-    atomic_write(Path(path).expanduser(),
-                 lambda tmp: sf.write(tmp, pcm, sample_rate, format="WAV", subtype="PCM_16"))
+    buffer = io.BytesIO()  # encoded in memory: a full disk then raises DiskFullError with the size
+    _soundfile().write(buffer, pcm, sample_rate, format="WAV", subtype="PCM_16")
+    write_bytes(Path(path).expanduser(), buffer.getvalue())
 
 
 def _soundfile() -> Any:
@@ -125,7 +127,8 @@ def decode_wav(file: Path | BinaryIO, where: str) -> tuple[np.ndarray, int]:
 
     Raises:
         ValueError: naming ``where`` and the fix, when the file is not a readable WAV
-            file, has more than one channel, or holds no samples.
+            file, has more than one channel, holds no samples, or declares a sample rate
+            outside 1-768 kHz.
     """
     sf = _soundfile()
     try:
@@ -140,8 +143,13 @@ def decode_wav(file: Path | BinaryIO, where: str) -> tuple[np.ndarray, int]:
                     f"{where} has {wav.channels} channels but mono (1 channel) is required; "
                     "downmix it first, e.g. `sox in.wav -c 1 out.wav`"
                 )
-            samples = wav.read(dtype="float32", always_2d=True)[:, 0]
             rate = wav.samplerate
+            if not _MIN_RATE <= rate <= _MAX_RATE:  # resampling from an absurd rate needs absurd memory
+                raise ValueError(
+                    f"{where} declares a sample rate of {rate:,} Hz; audio files have "
+                    f"{_MIN_RATE:,}-{_MAX_RATE:,} Hz: the file is corrupt, replace it"
+                )
+            samples = wav.read(dtype="float32", always_2d=True)[:, 0]
     except (sf.SoundFileError, RuntimeError) as err:
         raise ValueError(f"{where} is not a readable WAV file ({err})") from err
     if samples.size == 0:

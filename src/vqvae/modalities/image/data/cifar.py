@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import tarfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from vqvae.data.download import data_home, fetch
 from vqvae.data.errors import DataError
-from vqvae.data.files import is_archive
+from vqvae.data.files import archive_errors, is_archive, read_member
 from vqvae.data.source import ImageSource, SplitArrays
 from vqvae.modalities.image.data.folder import ImageFolderSource
 
@@ -29,6 +28,8 @@ _BATCHES = {
 }
 _META = "batches.meta.txt"
 _RECORD = 1 + 3 * 32 * 32  # one label byte, then R, G and B planes of 32x32
+_MAX_BATCH = 100_000 * _RECORD  # 10x the canonical batch: anything larger is not CIFAR-10
+_MAX_META = 1 << 16
 _EXPECTED = (
     f"{_BATCH_DIR}/ (data_batch_1..5.bin, test_batch.bin), {CIFAR10_ARCHIVE}, or an image "
     "folder or .tar/.tar.gz/.tgz of one (train/<class>/*.png)"
@@ -124,6 +125,8 @@ class Cifar10BinarySource:
         for name in names:
             path = self._location / name
             try:
+                if name == _META and path.stat().st_size > _MAX_META:
+                    continue  # not the class list: the default names are used
                 files[name] = path.read_bytes()
             except FileNotFoundError as err:
                 if name != _META:
@@ -136,17 +139,12 @@ class Cifar10BinarySource:
         archive = self._location or self._download()
         wanted = {f"{_BATCH_DIR}/{n}": n for n in names}
         files = {}
-        try:
-            with tarfile.open(archive) as tar:
-                for member in tar:  # one pass in archive order: no rewinding the gzip stream
-                    if member.name in wanted and member.isfile():
-                        handle = tar.extractfile(member)
-                        assert handle is not None
-                        files[wanted[member.name]] = handle.read()
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-            raise DataError(
-                f"cannot read CIFAR-10 archive {archive}: {err}; delete it and download it again"
-            ) from err
+        with archive_errors(archive), tarfile.open(archive) as tar:
+            for member in tar:  # one pass in archive order: no rewinding the gzip stream
+                if member.name in wanted and member.isfile():
+                    name = wanted[member.name]
+                    limit = _MAX_META if name == _META else _MAX_BATCH
+                    files[name] = read_member(tar, member, limit, f"{member.name!r} in archive {archive}")
         missing = [n for n in names if n not in files and n != _META]
         if missing:
             raise DataError(

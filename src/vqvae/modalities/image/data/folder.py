@@ -14,13 +14,16 @@ ignored too. Decoded images are cached (:data:`vqvae.data.source.IMAGE_CACHE`).
 
 from __future__ import annotations
 
+import functools
 import io
+import struct
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vqvae.data.errors import DataError
 from vqvae.data.files import FileEntry, FileTree, open_tree, unwrap
@@ -31,6 +34,13 @@ __all__ = ["IMAGE_EXTENSIONS", "ImageFolderSource"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "F"})
+# The decoders of those extensions only: Pillow otherwise guesses the format from the
+# bytes, and some of its formats hand the file to outside programs (EPS to Ghostscript).
+_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "WEBP", "TIFF")  # MPO: a JPEG variant in older Pillows
+# What Pillow's decoders raise on corrupt or hostile bytes (its own fuzzers accept the same).
+_DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
+                   KeyError, ZeroDivisionError, RecursionError, MemoryError, Image.DecompressionBombError,
+                   Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True)
@@ -173,14 +183,26 @@ def _decode_entries(
 def _decode_image(data: bytes, where: str, image_size: int | None) -> np.ndarray:
     """Decode one image to uint8 ``(H, W)`` (grey) or ``(H, W, 3)`` (colour)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            image = _grey_or_rgb(ImageOps.exif_transpose(image))  # upright, as photos are shown
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot decode image {where}: {err}; remove or replace the file") from err
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a header that
+            # claims so many pixels is refused before they are allocated.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=_decoders()) as image:
+                image.load()
+                image = _grey_or_rgb(ImageOps.exif_transpose(image))  # upright, as photos are shown
+    except _DECODER_ERRORS as err:
+        reason = (f"it is not a {', '.join(_decoders())} image" if isinstance(err, UnidentifiedImageError)
+                  else f"{type(err).__name__}: {err}")
+        raise DataError(f"cannot decode image {where}: {reason}; remove or replace the file") from err
     if image_size is not None:
         image = resize_and_crop(image, image_size)
     return np.asarray(image)
+
+
+@functools.cache
+def _decoders() -> tuple[str, ...]:
+    Image.init()  # registers every plugin, so the names below can be checked
+    return tuple(f for f in _FORMATS if f in Image.OPEN)
 
 
 def _grey_or_rgb(image: Image.Image) -> Image.Image:
