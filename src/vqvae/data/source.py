@@ -82,8 +82,9 @@ class ImageSource(Protocol):
         ...
 
 
-# Version 1 is the format the image cache has always written: entries made before the
-# cache was shared with audio are still read.
+# Version 2: the images of each split are memory-mapped .npy files beside the .npz, so
+# resident memory does not grow with the data set; version-1 entries (images inside the
+# .npz) are ignored and decoded afresh.
 IMAGE_CACHE: ArrayCache[DecodedImages] = ArrayCache(
-    "images", 1, DecodedImages.to_arrays, DecodedImages.from_arrays
+    "images", 2, DecodedImages.to_arrays, DecodedImages.from_arrays, mapped=lambda name: name.endswith("_images")
 )
