@@ -80,7 +80,7 @@ def test_several_priors_need_a_name(tokenizer_run, capsys):
     assert code == 2 and "7" in err
 
 
-def test_evaluate_samples_report(tokenizer_run, tmp_path):
+def test_evaluate_samples_report(tokenizer_run, tmp_path, capsys, monkeypatch):
     from vqvae.modalities.image.evaluation import evaluate_samples
 
     main(["train-prior", str(tokenizer_run), "--arch", "transformer", "--width", "16", "--depth", "1",
@@ -104,6 +104,15 @@ def test_evaluate_samples_report(tokenizer_run, tmp_path):
     real_predicted, real_features = predict(judge, held_out.images[:8])
     assert report["frechet_distance"] == pytest.approx(frechet_distance(features, real_features))
     assert report["classifier_accuracy_real"] == float((real_predicted == held_out.labels[:8]).float().mean())
+    # the command gives the same report, from the cached judge
+    import vqvae.modalities.image.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "CLASSIFIER_STEPS", 20)
+    code, out, err = cli(capsys, "evaluate-samples", tokenizer_run, "--prior", "only", "--per-class", 4, "--real", 8,
+                         "--json", tmp_path / "quality.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "quality.json").read_text()) == json.loads(json.dumps(report))
+    assert "label_accuracy" in out
     assert (tokenizer_run / "classifier" / "model.safetensors").exists()
 
 

@@ -18,6 +18,7 @@ from vqvae.modalities import Modality, detect, modality_of
 from vqvae.priors.training import PRIOR_TRAIN, fit_prior
 from vqvae.priors.training import start_prior_run as _start_prior_folder
 from vqvae.runs import fresh_run, read_config, write_config
+from vqvae.tensorboard import TensorBoardObserver
 from vqvae.train import TrainConfig, TrainSummary, new_state, on_main, read_train_config, run_loop
 
 __all__ = ["start_prior_run", "start_run", "train_prior", "train_tokenizer", "tokenizer_modality"]
@@ -81,6 +82,7 @@ def train_tokenizer(
     time_budget: float | None = None,
     resume: bool = False,
     progress: bool = True,
+    tensorboard: bool = False,
 ) -> TrainSummary:
     """Train (or continue) the tokenizer of a run directory made by :func:`start_run`.
 
@@ -98,7 +100,8 @@ def train_tokenizer(
         on_main(write_config, run, {"format_version": config["format_version"], "modality": modality.name, **config})
     torch.manual_seed(train.seed)
     state = new_state(run, modality.build(config), train, resume)
-    return run_loop(state, modality.task(state, config), time_budget, progress)
+    observers = [TensorBoardObserver(run, "tokenizer", state.step)] if tensorboard else []
+    return run_loop(state, modality.task(state, config), time_budget, progress, observers=observers)
 
 
 def start_prior_run(
@@ -131,6 +134,7 @@ def train_prior(
     time_budget: float | None = None,
     resume: bool = False,
     progress: bool = True,
+    tensorboard: bool = False,
 ) -> TrainSummary:
     """Train (or continue) the prior in ``RUN/priors/NAME/`` on codes of the frozen tokenizer,
     encoded once by the run's modality and cached in ``RUN/codes/``."""
@@ -145,5 +149,6 @@ def train_prior(
 
     main_first(lambda: [codes(split) for split in ("train", "val")])  # rank 0 encodes and caches them
     train_codes, val_codes = codes("train"), codes("val")
-    return fit_prior(folder, train_codes, val_codes, max_steps=max_steps, time_budget=time_budget, resume=resume, progress=progress)
+    return fit_prior(folder, train_codes, val_codes, max_steps=max_steps, time_budget=time_budget, resume=resume, progress=progress,
+                     tensorboard=tensorboard)
 

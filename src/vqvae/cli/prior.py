@@ -13,6 +13,7 @@ from vqvae.cli.common import (
     add_modality_options,
     add_schedule_flags,
     modality_options,
+    report,
     run_modality,
 )
 
@@ -58,6 +59,9 @@ def add_prior_commands(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the prior in RUN/priors/NAME")
     p.add_argument("--force", action="store_true", help="overwrite an existing prior of that name")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files of every logged metric to RUN/tensorboard/prior-NAME: "
+                        "tensorboard --logdir RUN/tensorboard")
     p.set_defaults(func=_train_prior)
 
     p = sub.add_parser("sample", help="sample codes from a prior and decode them (images or WAVs)")
@@ -115,7 +119,7 @@ def _train_prior(args: argparse.Namespace) -> str:
                         train=dataclasses.replace(PRIOR_TRAIN, **train), data=args.data,
                         data_dir=args.data_dir, options=options, force=args.force)
     summary = train_prior(folder, max_steps=args.max_steps, time_budget=args.time_budget,
-                          resume=args.resume, progress=not args.no_progress)
+                          resume=args.resume, progress=not args.no_progress, tensorboard=args.tensorboard)
     state = "finished" if summary.finished else "stopped by the time budget"
     lines = [f"{state} at step {summary.step}; prior saved in {folder}"]
     if summary.val:
@@ -140,9 +144,9 @@ def _sample(args: argparse.Namespace) -> str:
 
 def _evaluate_samples(args: argparse.Namespace) -> str:
     modality = run_modality(args.run)
-    report = modality.evaluate_samples(Path(args.run), prior=args.prior, per_class=args.per_class, real=args.real,
+    metrics = modality.evaluate_samples(Path(args.run), prior=args.prior, per_class=args.per_class, real=args.real,
                                        sampling={**_sampling(args), "seed": args.seed}, device=args.device)
-    return report(report, args.json)
+    return report(metrics, args.json)
 
 
 

@@ -50,6 +50,9 @@ def add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to RUN/tensorboard/tokenizer (every logged metric; "
+                        "reconstructions or audio at each validation): tensorboard --logdir RUN/tensorboard")
     p.set_defaults(func=_train)
 
 
@@ -92,7 +95,8 @@ def _train(args: argparse.Namespace) -> str:
         start_run(args.out, args.data, model, TrainConfig(**train), model=args.model, data_dir=args.data_dir,
                   options=data_options, force=args.force, modality=modality)
     summary = train_tokenizer(args.out, max_steps=args.max_steps, time_budget=args.time_budget,
-                              resume=args.resume, progress=not args.no_progress)
+                              resume=args.resume, progress=not args.no_progress,
+                              tensorboard=args.tensorboard)
     state = "finished" if summary.finished else "stopped by the time budget"
     lines = [f"{state} at step {summary.step}; run directory: {summary.run}"]
     if summary.val and modality.summary(summary.val):

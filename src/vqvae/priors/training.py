@@ -20,6 +20,7 @@ from vqvae import checkpoint as ckpt
 from vqvae.priors.pixelcnn import PixelCNNConfig, PixelCNNPrior
 from vqvae.priors.transformer import TransformerConfig, TransformerPrior
 from vqvae.runs import read_config, write_config
+from vqvae.tensorboard import TensorBoardObserver
 from vqvae.train import (
     BatchOrder,
     LoopState,
@@ -115,6 +116,7 @@ def fit_prior(
     time_budget: float | None = None,
     resume: bool = False,
     progress: bool = True,
+    tensorboard: bool = False,
 ) -> TrainSummary:
     """Train (or continue) the prior in ``RUN/priors/NAME/`` on codes of the frozen tokenizer.
 
@@ -124,7 +126,8 @@ def fit_prior(
     config, train = read_train_config(folder, max_steps)
     torch.manual_seed(train.seed)
     state = new_state(folder, build_prior(config), train, resume)
-    return run_loop(state, PriorTask(state, train_codes, val_codes), time_budget, progress)
+    observers = [TensorBoardObserver(folder.parent.parent, f"prior-{folder.name}", state.step)] if tensorboard else []
+    return run_loop(state, PriorTask(state, train_codes, val_codes), time_budget, progress, observers=observers)
 
 
 class PriorTask:

@@ -21,6 +21,7 @@ from vqvae.precision import autocast_for
 from vqvae.priors.training import load_prior
 from vqvae.runs import codes_cache_path, load_codes, prior_folder, read_config, save_codes
 
+CLASSIFIER_STEPS = 1500  # training steps of the judge of samples
 Loader = Callable[[str | os.PathLike, str], nn.Module]  # (run, device) -> the run's model
 
 
@@ -130,7 +131,7 @@ def cached_codes(load: Loader, run: str | os.PathLike, split: str, data: str | N
 
 def evaluate_samples(load: Loader, run: str | os.PathLike, *, prior: str | None = None, per_class: int = 100,
                      real: int = 1000, sampling: dict | None = None, seed: int = 0,
-                     classifier_steps: int = 1500, device: str = "cpu") -> dict:
+                     classifier_steps: int | None = None, device: str = "cpu") -> dict:
     """Sample quality judged by a classifier trained on the run's real training images.
 
     ``per_class`` class-conditional samples for every class are classified; the report has
@@ -143,6 +144,7 @@ def evaluate_samples(load: Loader, run: str | os.PathLike, *, prior: str | None 
     ``sampling``: ``temperature``, ``top_k``, ``top_p``, ``guidance`` of the draws.
     """
     sampling = {"temperature": 1.0, "top_k": None, "top_p": None, "guidance": None, **(sampling or {})}
+    classifier_steps = classifier_steps or CLASSIFIER_STEPS
     classes = list(read_config(run)["data"].get("classes") or [])
     if not classes:
         raise ValueError(f"{run}: its data have no classes, so class-conditional samples cannot be judged")

@@ -75,3 +75,22 @@ class ImageTask:
         else:
             metrics["reconstruction_loss"] = metrics["nmse"] if model.config.likelihood == "mse" else None
         return metrics
+
+    @torch.no_grad()
+    def media(self, step: int) -> dict:
+        """The reconstruction grid of the validation at ``step``, for observers (TensorBoard):
+        rows of up to 8 held-out images, each followed by the row of their reconstructions, as
+        one picture; none for a PixelCNN decoder, whose validation draws no reconstructions."""
+        model = self.s.eval_model
+        if model.autoregressive:
+            return {}
+        images = self.val_data.images[:32]
+        originals = images.float().div(255)  # (N, C, H, W)
+        recon = model.reconstruct(to_input(images, self.s.device)).float().cpu().clamp(0, 1)
+        ncol = min(8, len(images))
+        n = len(images) // ncol * ncol
+        rows = [part for start in range(0, n, ncol) for part in (originals[start : start + ncol], recon[start : start + ncol])]
+        tiles = torch.nn.functional.pad(torch.cat(rows), (1, 1, 1, 1), value=1.0)  # (2n, C, H+2, W+2), white frames
+        c, h, w = tiles.shape[1:]
+        grid = tiles.reshape(-1, ncol, c, h, w).permute(2, 0, 3, 1, 4).reshape(1, c, -1, ncol * w)  # (1, C, H', W')
+        return {"reconstructions": ("images", grid)}

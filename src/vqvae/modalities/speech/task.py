@@ -84,3 +84,13 @@ class SpeechTask:
         counts = torch.bincount(torch.cat(codes).cpu(), minlength=self.s.eval_model.config.codebook_size)
         return {**{k: v / n for k, v in totals.items()}, "clips": n,
                 "perplexity": codebook_perplexity(counts), "codes_used": int((counts > 0).sum())}
+
+    @torch.no_grad()
+    def media(self, step: int) -> dict:
+        """The first held-out clip and its reconstruction in the same voice, for observers
+        (TensorBoard)."""
+        wave = self.val_data.waveforms[0]  # (T,)
+        speaker = None if self.val_speakers is None else self.val_speakers[:1].to(self.s.device)
+        recon = self.s.eval_model.convert(wave.view(1, 1, -1).to(self.s.device), speaker)[0, 0]  # (T,)
+        return {"held_out/original": ("audio", (wave, self.rate)),
+                "held_out/reconstruction": ("audio", (recon.float().cpu(), self.rate))}
