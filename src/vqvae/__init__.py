@@ -2,6 +2,7 @@
 
 from vqvae.autoencoder import VAE, VQVAE, VAEConfig, VAEOutput, VQVAEConfig, VQVAEOutput
 from vqvae.modalities import MODALITIES, load
+from vqvae.modalities.retrieval import Index
 from vqvae.modalities.speech.model import SpeechVQVAE, SpeechVQVAEConfig
 from vqvae.priors import PixelCNNConfig, PixelCNNPrior, TransformerConfig, TransformerPrior
 from vqvae.quantize import (
@@ -25,6 +26,7 @@ __all__ = [
     "VAEOutput",
     "CodebookUsage",
     "EMAVectorQuantizer",
+    "Index",
     "MODALITIES",
     "PixelCNNConfig",
     "PixelCNNPrior",

@@ -31,7 +31,9 @@ from tqdm.auto import tqdm
 
 from vqvae import checkpoint as ckpt
 from vqvae import distributed
+from vqvae.checkpoint_pair import load_checkpoint, save_checkpoint
 from vqvae.distributed import agree, local_slice, on_main, stop_signals, world_size
+from vqvae.faults import check_loss
 from vqvae.figures import plot_metrics
 from vqvae.precision import PRECISIONS, autocast_for
 from vqvae.runs import append_metrics, read_config, truncate_metrics, write_config
@@ -172,7 +174,7 @@ def read_train_config(run: Path, max_steps: int | None) -> tuple[dict, TrainConf
     config = read_config(run)
     try:
         train = TrainConfig(**config["train"])
-    except TypeError as exc:
+    except (TypeError, KeyError) as exc:
         raise ckpt.CheckpointError(f"{run}/config.json has an invalid 'train' entry ({exc})") from exc
     if max_steps is not None:
         train = dataclasses.replace(train, max_steps=max_steps)
@@ -250,21 +252,16 @@ class LoopState:
         on_main(self._write)
 
     def _write(self) -> None:
-        ckpt.save_model(self.run, self.eval_model, self.step)
         live = None if self.average is None else self.model.state_dict()
         info = {"step": self.step, "elapsed": self.elapsed, "horizon": self.horizon}
-        ckpt.save_train_state(self.run, self.optimizer, info, live)
+        save_checkpoint(self.run, self.eval_model, self.optimizer, info, live)
 
     def restore(self) -> None:
-        """Load the last checkpoint; the metrics log is cut back to its step."""
-        self.step = ckpt.load_weights(self.eval_model, self.run)
+        """Load the last complete checkpoint (none saved yet: start at step 0); the metrics
+        log is cut back to its step."""
         live = None if self.average is None else self.model
-        info = ckpt.load_train_state(self.run, self.optimizer, live)
-        if info["step"] != self.step:
-            raise ckpt.CheckpointError(
-                f"{self.run}: model.safetensors is at step {self.step} but train_state at step "
-                f"{info['step']} (a crash between the two writes): restart with --force"
-            )
+        info = load_checkpoint(self.run, self.eval_model, self.optimizer, live) or {}
+        self.step = info.get("step", 0)
         self.elapsed = info.get("elapsed", 0.0)
         self.horizon = info.get("horizon")
         on_main(truncate_metrics, self.run, self.step)
@@ -368,6 +365,7 @@ def _optimisation_step(s: LoopState, task: Task, rate: float) -> tuple[Any, int]
         group["lr"] = rate
     with autocast_for(cfg.precision, s.device):
         loss, output, items = task.forward(s.step)
+    check_loss(loss, s.step)  # NaN/Inf: stop before the weights change; the last checkpoint is good
     s.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip is not None:

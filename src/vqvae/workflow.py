@@ -6,6 +6,7 @@ directory); the command line and ``vqvae demo`` are thin layers over them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 from vqvae import checkpoint as ckpt
 from vqvae.distributed import main_first
+from vqvae.lock import run_lock
 from vqvae.modalities import Modality, detect, modality_of
 from vqvae.priors.training import PRIOR_TRAIN, fit_prior
 from vqvae.priors.training import start_prior_run as _start_prior_folder
@@ -94,14 +96,15 @@ def train_tokenizer(
         progress: show a progress bar.
     """
     run = Path(run)
-    config, train = read_train_config(run, max_steps)
-    modality = modality_of(config)
-    if "modality" not in config:  # a run of an earlier release: name its modality from now on
-        on_main(write_config, run, {"format_version": config["format_version"], "modality": modality.name, **config})
-    torch.manual_seed(train.seed)
-    state = new_state(run, modality.build(config), train, resume)
-    observers = [TensorBoardObserver(run, "tokenizer", state.step)] if tensorboard else []
-    return run_loop(state, modality.task(state, config), time_budget, progress, observers=observers)
+    with on_main(run_lock, run, "train") or contextlib.nullcontext():  # one writer per run directory
+        config, train = read_train_config(run, max_steps)
+        modality = modality_of(config)
+        if "modality" not in config:  # a run of an earlier release: name its modality from now on
+            on_main(write_config, run, {"format_version": config["format_version"], "modality": modality.name, **config})
+        torch.manual_seed(train.seed)
+        state = new_state(run, modality.build(config), train, resume)
+        observers = [TensorBoardObserver(run, "tokenizer", state.step)] if tensorboard else []
+        return run_loop(state, modality.task(state, config), time_budget, progress, observers=observers)
 
 
 def start_prior_run(
@@ -139,16 +142,17 @@ def train_prior(
     """Train (or continue) the prior in ``RUN/priors/NAME/`` on codes of the frozen tokenizer,
     encoded once by the run's modality and cached in ``RUN/codes/``."""
     folder = Path(folder)
-    run = folder.parent.parent
-    prior = read_config(folder)
-    modality = tokenizer_modality(run)
-    shape = tuple(prior["model"]["latent_shape"])
-    data = prior["data"]
-    def codes(split: str):
-        return modality.prior_codes(run, split, data.get("spec"), data.get("data_dir"), shape)
+    with on_main(run_lock, folder, "train-prior") or contextlib.nullcontext():  # one writer per prior
+        run = folder.parent.parent
+        prior = read_config(folder)
+        modality = tokenizer_modality(run)
+        shape = tuple(prior["model"]["latent_shape"])
+        data = prior["data"]
+        def codes(split: str):
+            return modality.prior_codes(run, split, data.get("spec"), data.get("data_dir"), shape)
 
-    main_first(lambda: [codes(split) for split in ("train", "val")])  # rank 0 encodes and caches them
-    train_codes, val_codes = codes("train"), codes("val")
-    return fit_prior(folder, train_codes, val_codes, max_steps=max_steps, time_budget=time_budget, resume=resume, progress=progress,
-                     tensorboard=tensorboard)
+        main_first(lambda: [codes(split) for split in ("train", "val")])  # rank 0 encodes and caches them
+        train_codes, val_codes = codes("train"), codes("val")
+        return fit_prior(folder, train_codes, val_codes, max_steps=max_steps, time_budget=time_budget, resume=resume, progress=progress,
+                         tensorboard=tensorboard)
 

@@ -17,7 +17,10 @@ import sys
 
 import vqvae
 from vqvae.cli.common import CLIError, format_table, run_modality
+from vqvae.cli.data import add_data_commands
 from vqvae.cli.prior import add_prior_commands
+from vqvae.cli.report import add_report_commands
+from vqvae.cli.retrieval import add_retrieval_commands
 from vqvae.cli.tokenizer import add_run_commands, add_train
 from vqvae.modalities import MODALITIES
 
@@ -34,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_run_commands(sub)
     add_prior_commands(sub)
+    add_report_commands(sub)
+    add_retrieval_commands(sub)
+    add_data_commands(sub)
     for modality in MODALITIES.values():
         modality.add_commands(sub)
     demo = sub.add_parser("demo", help="train a tokenizer and a prior on real digits, offline, into runs/demo")

@@ -106,11 +106,7 @@ def _train(args: argparse.Namespace) -> str:
 
 def _check_resume_matches(run: Path, args, modality: Modality, kind: str, model: dict, data: dict,
                           train: dict) -> None:
-    from vqvae.checkpoint import MODEL_FILE
-
     config = read_config(run)
-    if not (run / MODEL_FILE).exists():
-        raise CLIError(f"{run} has no checkpoint yet: start it again with --force")
     if args.model is not None and modality.models.get(args.model) != kind:
         raise CLIError(f"--model {args.model} differs from the run's model {kind}")
     if args.data is not None and args.data != config["data"]["spec"]:

@@ -13,7 +13,7 @@ import os
 import torch
 from torch import nn
 
-from vqvae.checkpoint import CheckpointError, load_weights
+from vqvae.checkpoint import CheckpointError, load_model
 from vqvae.modalities.base import Modality, Option
 from vqvae.modalities.image import ImageModality
 from vqvae.modalities.speech import SpeechModality
@@ -67,6 +67,4 @@ def load(run: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modul
         :class:`~vqvae.PixelCNNPrior` / :class:`~vqvae.TransformerPrior` for a prior folder.
     """
     config = read_config(run)
-    model = build_prior(config) if config["kind"] == "prior" else modality_of(config).build(config)
-    load_weights(model, run)
-    return model.to(device).eval()
+    return load_model(run, build_prior if config["kind"] == "prior" else modality_of(config).build, device)

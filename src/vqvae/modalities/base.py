@@ -16,14 +16,18 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from vqvae.checkpoint import CheckpointError, load_model
+from vqvae.retrieval.items import RetrievalItems
 from vqvae.runs import CodeFile
 from vqvae.train import LoopState, Task, TrainConfig
+
+if TYPE_CHECKING:
+    from vqvae.report.sections import Section
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,49 @@ class Modality:
     def evaluate_samples(self, run: Path, *, prior: str | None, per_class: int, real: int,
                          sampling: dict, device: str) -> dict:
         return self._unsupported("evaluate-samples")
+
+    # ---------------------------------------------------------------- the run report
+
+    def report_codes(self, run: Path, n: int, device: str) -> CodeFile:
+        """Codes of up to ``n`` held-out items (the val split), for the code-usage histogram of
+        ``vqvae report``. The default encodes the split with :meth:`encode` and keeps ``n`` rows."""
+        file = self.encode(run, data=None, data_dir=None, split="val", device=device, options={})
+        keep = slice(0, n)
+        return CodeFile(file.codes[keep], None if file.labels is None else file.labels[keep],
+                        None if file.lengths is None else file.lengths[keep])
+
+    def report_media(self, run: Path, *, device: str, samples_per_class: int | None, seed: int) -> list[Section]:
+        """This modality's sections of ``vqvae report`` (see :mod:`vqvae.report.sections`): what
+        its data look like through the run, for example reconstructions over training and
+        ``samples_per_class`` samples of each class from each prior (None: the modality's
+        default), drawn with ``seed``. The default has none."""
+        return []
+
+    # ---------------------------------------------------------------- retrieval
+
+    def retrieval_items(self, run: Path, *, data: str | None, data_dir: str | None, split: str,
+                        device: str, batch_size: int) -> RetrievalItems:
+        """A split encoded for an index (``vqvae index``): code rows, continuous latents pooled
+        before quantization, the raw-data baseline features, labels, ids, paths, speakers."""
+        return self._unsupported("index")
+
+    def query_items(self, run: Path, queries: Any, *, names: list[str] | None, device: str) -> RetrievalItems:
+        """Queries in this modality's raw form (what :meth:`read_query` returns, or a batch of
+        data) encoded as :meth:`retrieval_items` encodes a split; ``names`` name them."""
+        return self._unsupported("search")
+
+    def read_query(self, run: Path, path: Path) -> Any:
+        """A query file (an image, a WAV clip) as raw data fit for the run; errors name what fits."""
+        return self._unsupported("search")
+
+    def retrieval_media(self, run: Path, data: dict, rows: Any) -> list:
+        """The indexed items at ``rows`` of the data ``{"spec", "data_dir", "split"}``, as raw
+        data for :meth:`write_search_results`."""
+        return self._unsupported("search")
+
+    def write_search_results(self, run: Path, queries: list, hits: list[list], out: Path) -> list[Path]:
+        """Show each query beside its hits (raw data, in rank order) in ``out``; returns the files."""
+        return self._unsupported("search")
 
     def add_commands(self, sub) -> None:
         """Add this modality's own sub-commands to the ``vqvae`` parser (``convert``, ...)."""

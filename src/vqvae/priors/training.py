@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from vqvae import checkpoint as ckpt
+from vqvae.lock import check_unused
 from vqvae.priors.pixelcnn import PixelCNNConfig, PixelCNNPrior
 from vqvae.priors.transformer import TransformerConfig, TransformerPrior
 from vqvae.runs import read_config, write_config
@@ -77,6 +78,7 @@ def start_prior_run(
     if folder.exists() and any(folder.iterdir()):
         if not force:
             raise FileExistsError(f"{folder} already exists: continue it with --resume, or overwrite it with --force")
+        check_unused(folder)
         shutil.rmtree(folder)
     classes = tokenizer["data"].get("classes") or []
     settings = {**PRIOR_MODEL[arch], **(model_settings or {})}

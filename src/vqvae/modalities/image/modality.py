@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from vqvae.autoencoder import MODELS
+from vqvae.data.errors import DataError
 from vqvae.modalities.base import Modality, Option
-from vqvae.modalities.image import evaluation
-from vqvae.modalities.image.data import image_datasets, load_images
+from vqvae.modalities.image import evaluation, retrieval, stream
+from vqvae.modalities.image.data import ImageData, image_datasets, load_images
 from vqvae.modalities.image.outputs import write_images, write_samples
 from vqvae.modalities.image.task import ImageTask
 from vqvae.modalities.options import QUANTIZER_OPTIONS, encoder_options
@@ -29,6 +30,8 @@ TRAIN_OPTIONS = (
     Option("--decoder-width", "PixelCNN decoder channels (default 64)", int, field="decoder_width"),
     Option("--decoder-depth", "PixelCNN decoder gated layers (default 8)", int, field="decoder_depth"),
     Option("--image-size", "resize and centre-crop images to N x N", int),
+    Option("--workers", "shard data ('DIR/train-{000000..000099}.tar'): DataLoader processes that read "
+           "and decode the shards of each process (default 2; 0 reads in the training process)", int),
 )
 
 
@@ -52,6 +55,11 @@ class ImageModality(Modality):
 
     def start(self, kind: str, spec: str, data_dir: str | None, model: dict, train: TrainConfig,
               options: dict) -> dict:
+        if stream.is_shard_pattern(spec):
+            return self._start_stream(kind, spec, model, train, options)
+        if options.get("workers") is not None:
+            raise DataError(f"--workers applies to shard data ('DIR/train-{{000000..000099}}.tar'), not to "
+                            f"{spec!r}, which is read into memory")
         image_size = options.get("image_size")
         data = load_images(spec, "train", data_dir=data_dir, image_size=image_size)
         variance = data.pixel_variance()
@@ -71,6 +79,29 @@ class ImageModality(Modality):
             },
         }
 
+    def _start_stream(self, kind: str, pattern: str, model: dict, train: TrainConfig, options: dict) -> dict:
+        if options.get("image_size") is not None:
+            raise DataError("--image-size does not apply to shard data: resize when writing the shards "
+                            "(vqvae shard --image-size)")
+        workers = 2 if options.get("workers") is None else options["workers"]
+        if workers < 0:
+            raise DataError(f"--workers must be 0 or more, got {workers}")
+        shards = stream.expand_shards(pattern)
+        stream.val_shards(pattern)  # fails early when there is no held-out set
+        images, _ = stream.read_samples(shards, stream.VARIANCE_SAMPLES)
+        sample = ImageData(torch.from_numpy(images), None, (), pattern, "train")
+        variance = sample.pixel_variance()  # of the first samples in shard order
+        settings = self.config_class(kind)(**{"in_channels": images.shape[1], "data_variance": variance,
+                                              "seed": train.seed, **model})
+        MODELS[kind][0](settings).latent_shape(tuple(images.shape[2:]))  # fails early on bad sizes
+        info = stream.shard_info(pattern)
+        return {
+            "model": settings.to_dict(),
+            "data": {"spec": pattern, "data_dir": None, "image_size": None, "shape": list(images.shape[1:]),
+                     "variance": variance, "train_images": info.get("counts", {}).get("train"),
+                     "classes": list(info.get("classes", [])), "workers": workers},
+        }
+
     def config_class(self, kind: str) -> type:
         self.check_kind(kind)
         return MODELS[kind][1]
@@ -82,6 +113,10 @@ class ImageModality(Modality):
 
     def task(self, state: LoopState, config: dict) -> ImageTask:
         data = config["data"]
+        if stream.is_shard_pattern(data["spec"]):
+            val = stream.shard_val_data(data["spec"], state.train.val_images)
+            return stream.StreamImageTask(state, data["spec"], val, data["variance"], data["shape"],
+                                          data.get("workers", 2))
         load = {"data_dir": data["data_dir"], "image_size": data["image_size"]}
         return ImageTask(state, load_images(data["spec"], "train", **load), load_images(data["spec"], "val", **load),
                          data["variance"])
@@ -134,3 +169,30 @@ class ImageModality(Modality):
         seed = sampling.pop("seed", 0)
         return evaluation.evaluate_samples(self.load, run, prior=prior, per_class=per_class, real=real,
                                            sampling=sampling, seed=seed, device=device)
+
+    def report_codes(self, run, n, device) -> CodeFile:
+        from vqvae.modalities.image.report import held_out_codes
+
+        return held_out_codes(self.load, Path(run), n, device)
+
+    def report_media(self, run, *, device, samples_per_class, seed) -> list:
+        from vqvae.modalities.image.report import report_sections
+
+        return report_sections(self.load, Path(run), device, samples_per_class, seed)
+
+    # ---------------------------------------------------------------- retrieval
+
+    def retrieval_items(self, run, *, data, data_dir, split, device, batch_size=256):
+        return retrieval.retrieval_items(self.load, run, data, data_dir, split, device, batch_size)
+
+    def query_items(self, run, queries, *, names, device):
+        return retrieval.query_items(self.load, run, queries, names, device)
+
+    def read_query(self, run, path):
+        return retrieval.read_query(run, path)
+
+    def retrieval_media(self, run, data, rows):
+        return retrieval.retrieval_media(run, data, rows)
+
+    def write_search_results(self, run, queries, hits, out):
+        return retrieval.write_contact_sheet(queries, hits, out)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from vqvae.modalities.base import Modality, Option
 from vqvae.modalities.options import QUANTIZER_OPTIONS, encoder_options
-from vqvae.modalities.speech import evaluation, run
+from vqvae.modalities.speech import evaluation, retrieval, run
 from vqvae.modalities.speech.data import audio_datasets, is_audio, load_audio
 from vqvae.modalities.speech.model import SpeechVQVAEConfig
 from vqvae.modalities.speech.task import SPEECH_SEGMENT_SECONDS, SPEECH_TRAIN, SpeechTask
@@ -134,6 +134,28 @@ class SpeechModality(Modality):
     def write_samples(self, run_dir, codes: Tensor, out: Path, *, device, options) -> str:
         paths = run.write_samples(run_dir, codes, out, options.get("speaker"), device)
         return f"wrote {len(paths)} WAV samples and codes.npy to {out}"
+
+    def report_media(self, run_dir, *, device, samples_per_class, seed) -> list:
+        from vqvae.modalities.speech.report import report_sections
+
+        return report_sections(Path(run_dir), device, samples_per_class, seed)
+
+    # ---------------------------------------------------------------- retrieval
+
+    def retrieval_items(self, run_dir, *, data, data_dir, split, device, batch_size=32):
+        return retrieval.retrieval_items(run_dir, data, data_dir, split, device, batch_size)
+
+    def query_items(self, run_dir, queries, *, names, device):
+        return retrieval.query_items(run_dir, queries, names, device)
+
+    def read_query(self, run_dir, path):
+        return retrieval.read_query(run_dir, path)
+
+    def retrieval_media(self, run_dir, data, rows):
+        return retrieval.retrieval_media(run_dir, data, rows)
+
+    def write_search_results(self, run_dir, queries, hits, out):
+        return retrieval.write_hits(run_dir, queries, hits, out)
 
     # ---------------------------------------------------------------- own commands
 
