@@ -217,20 +217,22 @@ def main() -> None:
     parser.add_argument("--quality", nargs="*", choices=sorted(TRAIN), default=[])
     parser.add_argument("--runs", default=str(ROOT / "runs" / "retrieval"), help="where the tokenizer runs are")
     parser.add_argument("--train", action="store_true", help="train the tokenizers first (the exact commands)")
+    parser.add_argument("--json", type=Path, default=OUT, help=f"results file to merge into (default {OUT})")
     args = parser.parse_args()
-    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    out = args.json
+    results = json.loads(out.read_text()) if out.exists() else {}
     load = dict(zip(("1min", "5min", "15min"), os.getloadavg(), strict=True))
     for name in args.quality:
         results.setdefault("quality", {})[name] = quality(name, Path(args.runs) / name, args.train)
         results.setdefault("machine", {})[f"quality_{name}"] = machine_info(load, faiss=faiss.__version__,
                                                                              sklearn=sklearn.__version__)
-        write_json_atomic(results, OUT)
+        write_json_atomic(results, out)
         print(json.dumps(results["quality"][name], indent=1)[:3000])
     if args.speed:
         results["speed"] = speed(args.items, args.queries, args.rounds)
         results.setdefault("machine", {})["speed"] = machine_info(load, faiss=faiss.__version__,
                                                                   scipy=scipy.__version__, sklearn=sklearn.__version__)
-        write_json_atomic(results, OUT)
+        write_json_atomic(results, out)
         print(json.dumps(results["speed"], indent=1))
 
 

@@ -84,13 +84,18 @@ def test_rerank_scores_are_aligned_code_distances():
     codebook = rng.normal(size=(6, 3)).astype(np.float32)
     table = code_distances(codebook)
     queries, candidates = rng.integers(0, 6, (2, 4)), rng.integers(0, 6, (2, 3, 4))
-    scores = rerank_scores(queries, candidates, table, aligned=True)
+    scores = rerank_scores(queries, candidates, table, (2, 2))
     brute = -((codebook[queries][:, None] - codebook[candidates]) ** 2).sum(axis=(2, 3))
     np.testing.assert_allclose(scores, brute, rtol=1e-5, atol=1e-5)
+    # shift: a digit moved by one position on its background costs nothing; never more than strict
+    moved = rerank_scores(np.array([[0, 5, 0, 0]]), np.array([[[0, 0, 5, 0]]]), table, (1, 4), shift=1)
+    strict = rerank_scores(np.array([[0, 5, 0, 0]]), np.array([[[0, 0, 5, 0]]]), table, (1, 4))
+    assert moved[0, 0] == 0.0 and strict[0, 0] == pytest.approx(-2 * table[5, 0])
+    assert (rerank_scores(queries, candidates, table, (2, 2), shift=1) >= scores - 1e-6).all()
     # time warping: a row against itself, slowed down, costs nothing; padding (-1) is not a code
     row = np.array([[1, 2, 3, -1, -1, -1]])
     stretched = np.array([[[1, 1, 2, 2, 3, 3], [3, 2, 1, -1, -1, -1]]])
-    warped = rerank_scores(row, stretched, table, aligned=False)
+    warped = rerank_scores(row, stretched, table, None)
     assert warped[0, 0] == pytest.approx(0.0, abs=1e-6) and warped[0, 1] < -0.1
 
 

@@ -49,6 +49,8 @@ class Settings:
         positional: tag tokens with their grid position; None: on for grids of one fixed
             shape, off for rows of different lengths (audio).
         rerank: candidates of the ``ngram`` stage re-ordered by aligned code distance (0: none).
+        shift: on fixed-shape grids, how far (in latent positions) a code may move to match
+            in the re-ranking distance (:func:`~vqvae.retrieval.rerank.rerank_scores`).
         dense: the faiss index of ``pooled``.
     """
 
@@ -57,13 +59,15 @@ class Settings:
     ngram: int = 2
     positional: bool | None = None
     rerank: int = 100
+    shift: int = 0
     dense: DenseSettings = field(default_factory=DenseSettings)
 
     def __post_init__(self) -> None:
         if self.default not in REPRESENTATIONS:
             raise RetrievalError(f"unknown representation {self.default!r}: choose one of {', '.join(REPRESENTATIONS)}")
-        if self.ngram < 1 or self.rerank < 0:
-            raise RetrievalError(f"ngram must be >= 1 and rerank >= 0, got {self.ngram} and {self.rerank}")
+        if self.ngram < 1 or self.rerank < 0 or self.shift < 0:
+            raise RetrievalError(f"ngram must be >= 1, rerank and shift >= 0, got {self.ngram}, {self.rerank} "
+                                 f"and {self.shift}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -174,7 +178,7 @@ class CodeNgrams:
         scores, rows = self.engine.search(self.vectors(grids), depth, exclude)
         if not self.settings.rerank:
             return scores[:, :k], rows[:, :k]
-        return rerank(self.base, grids, rows, k)
+        return rerank(self.base, grids, rows, k, self.settings.shift)
 
     def state(self) -> dict[str, np.ndarray]:
         return {**_sparse_arrays(self.engine.matrix), "idf": self.idf, "vocabulary": self.vocabulary}
@@ -184,7 +188,7 @@ class CodeNgrams:
         return cls(base, settings, _sparse_from(arrays), arrays["idf"], arrays["vocabulary"])
 
 
-def rerank(base: CodeBase, grids: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def rerank(base: CodeBase, grids: np.ndarray, rows: np.ndarray, k: int, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` of each query's candidate ``rows`` ``(Q, R)`` by aligned code distance."""
     q = grids.reshape(len(grids), -1).astype(np.int64)  # (Q, P)
     db = base.grids.reshape(len(base.grids), -1)
@@ -193,7 +197,8 @@ def rerank(base: CodeBase, grids: np.ndarray, rows: np.ndarray, k: int) -> tuple
         width = max(q.shape[1], candidates.shape[2])
         q = np.pad(q, ((0, 0), (0, width - q.shape[1])), constant_values=-1)
         candidates = np.pad(candidates, ((0, 0), (0, 0), (0, width - candidates.shape[2])), constant_values=-1)
-    scores = rerank_scores(q, candidates, base.table, aligned=base.fixed)
+    shape = tuple(base.grids.shape[1:]) if base.fixed else None
+    scores = rerank_scores(q, candidates, base.table, shape, shift)
     best_scores, order = top_k(scores, k)
     return best_scores, np.where(order >= 0, np.take_along_axis(rows, np.maximum(order, 0), axis=1), -1)
 

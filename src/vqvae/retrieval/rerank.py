@@ -10,6 +10,8 @@ Shapes: Q queries, R candidates per query, P positions, K codebook size, B pairs
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -22,7 +24,8 @@ def code_distances(codebook: np.ndarray) -> np.ndarray:
     return torch.cdist(e, e).square().numpy()
 
 
-def rerank_scores(queries: np.ndarray, candidates: np.ndarray, table: np.ndarray, aligned: bool) -> np.ndarray:
+def rerank_scores(queries: np.ndarray, candidates: np.ndarray, table: np.ndarray,
+                  shape: tuple[int, ...] | None, shift: int = 0) -> np.ndarray:
     """Minus the aligned distance of each query to each of its candidates (higher is nearer).
 
     Args:
@@ -30,20 +33,45 @@ def rerank_scores(queries: np.ndarray, candidates: np.ndarray, table: np.ndarray
         candidates: ``(Q, R, P')`` codes of each query's candidates, −1 past a row's end
             (and everywhere for a missing candidate, which scores −inf).
         table: :func:`code_distances`.
-        aligned: True for grids of one fixed shape (position by position, ``P == P'``),
-            False for rows of different lengths (dynamic time warping, divided by the path's
-            longest possible length so that long and short rows compare).
+        shape: the grid ``S'`` (``P == P' == prod(S')``) when every row has one fixed shape:
+            compared position by position; None for rows of different lengths: dynamic time
+            warping, divided by the sum of the two lengths so that long and short rows compare.
+        shift: on grids, each code may match the nearest code up to ``shift`` positions
+            away along every axis (both ways, averaged), as the image distortion model
+            of Keysers et al. (2007) lets pixels move; 0 is strict position by position.
 
     Returns:
         ``(Q, R)`` float32.
     """
     present = (candidates >= 0).any(axis=2)  # (Q, R)
-    if aligned:
-        q = np.broadcast_to(queries[:, None, :], candidates.shape)
-        cost = table[np.maximum(q, 0), np.maximum(candidates, 0)].sum(axis=2)  # (Q, R)
-    else:
+    if shape is None:
         cost = _dtw_costs(queries, candidates, table)
+    else:
+        cost = np.concatenate([_grid_costs(queries[i : i + 256], candidates[i : i + 256], table, shape, shift)
+                               for i in range(0, len(queries), 256)])
     return np.where(present, -cost, -np.inf).astype(np.float32)
+
+
+def _grid_costs(queries: np.ndarray, candidates: np.ndarray, table: np.ndarray, shape: tuple[int, ...],
+                shift: int) -> np.ndarray:
+    q = np.maximum(queries, 0).reshape(len(queries), 1, *shape)  # (Q, 1, *S')
+    c = np.maximum(candidates, 0).reshape(*candidates.shape[:2], *shape)  # (Q, R, *S')
+    if shift == 0:
+        return table[q, c].reshape(*c.shape[:2], -1).sum(axis=2)
+    return (_moved(q, c, table, shift) + _moved(c, q, table.T, shift)) / 2  # (Q, R)
+
+
+def _moved(a: np.ndarray, b: np.ndarray, table: np.ndarray, shift: int) -> np.ndarray:
+    """Sum over positions of ``a`` of the least cost of a code of ``b`` within ``shift`` of it."""
+    a, b = np.broadcast_arrays(a, b)
+    axes = a.ndim - 2
+    padded = np.pad(b, [(0, 0), (0, 0)] + [(shift, shift)] * axes, constant_values=-1)
+    best = np.full(a.shape, np.inf, dtype=np.float32)
+    for offset in itertools.product(range(2 * shift + 1), repeat=axes):
+        window = padded[(slice(None), slice(None), *(slice(o, o + n) for o, n in zip(offset, a.shape[2:], strict=True)))]
+        cost = np.where(window >= 0, table[a, np.maximum(window, 0)], np.inf)
+        np.minimum(best, cost, out=best)
+    return best.reshape(*a.shape[:2], -1).sum(axis=2)
 
 
 def _dtw_costs(queries: np.ndarray, candidates: np.ndarray, table: np.ndarray, cells: int = 1 << 22) -> np.ndarray:
