@@ -23,7 +23,8 @@ def add_retrieval_commands(sub) -> None:
     p.add_argument("--default", choices=REPRESENTATIONS, default=Settings.default,
                    help=f"the representation search uses unless told (default: {Settings.default})")
     p.add_argument("--ngram", type=int, default=Settings.ngram,
-                   help=f"ngram representation: longest run of neighbouring codes (default {Settings.ngram})")
+                   help="ngram representation: longest run of neighbouring codes that is a token (default: 1 on "
+                        "image grids, 2 on audio rows)")
     p.add_argument("--rerank", type=int, default=Settings.rerank,
                    help=f"ngram representation: candidates re-ranked by aligned code distance (default {Settings.rerank})")
     p.add_argument("--batch-size", type=int, default=256, help="items encoded at once (default 256)")

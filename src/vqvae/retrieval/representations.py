@@ -3,10 +3,10 @@
 * ``bag``: the bag of codes, TF-IDF weighted code histograms, cosine similarity (sparse).
 * ``pooled``: the mean of an item's quantized latents (its code vectors), cosine similarity
   (dense, faiss: exact below a size threshold, an inverted file above).
-* ``ngram``: codes and runs of neighbouring codes along each latent axis as tokens, tagged
-  with their position on fixed-shape grids, TF-IDF and cosine (sparse); then the best
-  ``rerank`` candidates are re-ordered by the aligned distance between code grids
-  (:mod:`vqvae.retrieval.rerank`). It is the one that keeps where the codes are.
+* ``ngram``: codes (and on rows of varying length, runs of two neighbouring codes) as
+  tokens, tagged with their position on fixed-shape grids, TF-IDF and cosine (sparse);
+  then the best ``rerank`` candidates are re-ordered by the aligned distance between code
+  grids (:mod:`vqvae.retrieval.rerank`). It is the one that keeps where the codes are.
 
 Each takes code grids ``(N, *S')`` padded with −1, answers ``search(grids, k, exclude)`` (as the
 engines of :mod:`vqvae.retrieval.engines` do) and gives its
@@ -45,7 +45,10 @@ class Settings:
     Attributes:
         default: the representation :meth:`vqvae.Index.search` uses unless told otherwise.
         sublinear_tf: weigh a token's count ``c`` as ``1 + log c`` rather than ``c``.
-        ngram: longest run of neighbouring codes that is a token (1: codes alone).
+        ngram: longest run of neighbouring codes that is a token (1: codes alone); None: 1
+            on grids of one fixed shape, whose position tags already say where each code
+            is, and 2 on rows of different lengths (audio), where the order of neighbouring
+            codes is the only layout a token can carry.
         positional: tag tokens with their grid position; None: on for grids of one fixed
             shape, off for rows of different lengths (audio).
         rerank: candidates of the ``ngram`` stage re-ordered by aligned code distance (0: none).
@@ -56,16 +59,16 @@ class Settings:
 
     default: str = "ngram"
     sublinear_tf: bool = True
-    ngram: int = 2
+    ngram: int | None = None
     positional: bool | None = None
-    rerank: int = 100
+    rerank: int = 300
     shift: int = 0
     dense: DenseSettings = field(default_factory=DenseSettings)
 
     def __post_init__(self) -> None:
         if self.default not in REPRESENTATIONS:
             raise RetrievalError(f"unknown representation {self.default!r}: choose one of {', '.join(REPRESENTATIONS)}")
-        if self.ngram < 1 or self.rerank < 0 or self.shift < 0:
+        if (self.ngram is not None and self.ngram < 1) or self.rerank < 0 or self.shift < 0:
             raise RetrievalError(f"ngram must be >= 1, rerank and shift >= 0, got {self.ngram}, {self.rerank} "
                                  f"and {self.shift}")
 
@@ -154,6 +157,7 @@ class CodeNgrams:
                  vocabulary: np.ndarray) -> None:
         self.base, self.settings, self.idf, self.vocabulary = base, settings, idf, vocabulary
         self.positional = base.fixed if settings.positional is None else settings.positional
+        self.n = _order(base, settings)
         if self.positional and not base.fixed:
             raise RetrievalError("positional tokens need grids of one fixed shape, but the rows have different "
                                  "lengths (audio): build with positional=False")
@@ -162,14 +166,13 @@ class CodeNgrams:
     @classmethod
     def build(cls, base: CodeBase, settings: Settings) -> CodeNgrams:
         positional = base.fixed if settings.positional is None else settings.positional
-        rows, tokens = ngram_tokens(base.grids.astype(np.int64), base.codebook_size, settings.ngram, positional)
+        rows, tokens = ngram_tokens(base.grids.astype(np.int64), base.codebook_size, _order(base, settings), positional)
         counts, vocabulary = token_counts(rows, tokens, len(base.grids))
         matrix, idf = fit_tfidf(counts, settings.sublinear_tf)
         return cls(base, settings, matrix, idf, vocabulary)
 
     def vectors(self, grids: np.ndarray) -> sparse.csr_matrix:
-        rows, tokens = ngram_tokens(grids.astype(np.int64), self.base.codebook_size, self.settings.ngram,
-                                    self.positional)
+        rows, tokens = ngram_tokens(grids.astype(np.int64), self.base.codebook_size, self.n, self.positional)
         counts, _ = token_counts(rows, tokens, len(grids), self.vocabulary)
         return tfidf(counts, self.idf, self.settings.sublinear_tf)
 
@@ -214,6 +217,10 @@ def build(name: str, base: CodeBase, settings: Settings):
 def restore(name: str, base: CodeBase, settings: Settings, arrays: dict):
     """Representation ``name`` from the arrays its ``state()`` gave."""
     return _CLASSES[name].restore(base, settings, arrays)
+
+
+def _order(base: CodeBase, settings: Settings) -> int:
+    return settings.ngram if settings.ngram is not None else (1 if base.fixed else 2)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
