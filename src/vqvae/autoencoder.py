@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from vqvae.ar_decoder import PixelCNNDecoder
 from vqvae.likelihood import LIKELIHOODS, make_likelihood
-from vqvae.nets import Decoder, Encoder
+from vqvae.nets import Decoder, Encoder, check_time_downsamples
 from vqvae.quantize import QuantizerConfig, make_quantizer
 
 DECODERS = ("conv", "pixelcnn")
@@ -49,6 +49,9 @@ class AutoencoderConfig:
             conditioned on the conv decoder's features; 2-D only).
         decoder_width, decoder_depth: channels and gated layers of the PixelCNN decoder.
         spatial_dims: 1 (audio), 2 (images) or 3 (video).
+        time_downsamples: video (spatial_dims 3) only: how many of the ``downsamples``
+            stride-2 convolutions also halve time, in ``[0, downsamples]``; None: all of
+            them (so ``downsamples=2, time_downsamples=1`` maps 16x64x64 to 8x16x16).
         seed: seeds the codebook initialisation and resets.
     """
 
@@ -64,6 +67,7 @@ class AutoencoderConfig:
     decoder_width: int = 64
     decoder_depth: int = 8
     spatial_dims: int = 2
+    time_downsamples: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -84,9 +88,24 @@ class AutoencoderConfig:
             raise ValueError(f"model.decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.decoder == "pixelcnn" and self.spatial_dims != 2:
             raise ValueError("the PixelCNN decoder models images (spatial_dims 2): use --decoder conv")
+        try:
+            check_time_downsamples(self.time_downsamples, self.downsamples, self.spatial_dims)
+        except ValueError as error:
+            raise ValueError(f"model.{error}") from None
+
+    @property
+    def factors(self) -> tuple[int, ...]:
+        """How many times smaller the latent grid is than the data, per spatial axis."""
+        factors = [1 << self.downsamples] * self.spatial_dims
+        if self.time_downsamples is not None:
+            factors[0] = 1 << self.time_downsamples
+        return tuple(factors)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if values["time_downsamples"] is None:  # unset: written as before it existed, so image and
+            del values["time_downsamples"]  # speech configs keep their exact keys
+        return values
 
     @classmethod
     def from_dict(cls, values: dict):
@@ -140,11 +159,11 @@ class _Autoencoder(nn.Module):
         c = self.config
         self.likelihood = make_likelihood(c.likelihood, data_variance=c.data_variance, mixtures=c.mixtures)
         self.encoder = Encoder(c.in_channels, c.hidden, c.res_hidden, encoder_out,
-                               c.downsamples, c.residual_blocks, c.spatial_dims)
+                               c.downsamples, c.residual_blocks, c.spatial_dims, c.time_downsamples)
         params = c.in_channels * self.likelihood.params_per_channel
         features = params if c.decoder == "conv" else c.decoder_width
         self.decoder = Decoder(latent_channels, c.hidden, c.res_hidden, features,
-                               c.downsamples, c.residual_blocks, c.spatial_dims)
+                               c.downsamples, c.residual_blocks, c.spatial_dims, c.time_downsamples)
         self.pixelcnn = None
         if c.decoder == "pixelcnn":
             self.pixelcnn = PixelCNNDecoder(c.in_channels, c.decoder_width, self.likelihood.params_per_channel,
@@ -177,7 +196,7 @@ class _Autoencoder(nn.Module):
     def latent_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Latent grid ``S'`` for data of spatial shape ``S``."""
         self._check_spatial(tuple(data_shape))
-        return tuple(s >> self.config.downsamples for s in data_shape)
+        return tuple(s // f for s, f in zip(data_shape, self.config.factors, strict=True))
 
     def _check_data(self, x: Tensor) -> None:
         c = self.config
@@ -194,12 +213,22 @@ class _Autoencoder(nn.Module):
         self._check_spatial(tuple(x.shape[2:]))
 
     def _check_spatial(self, shape: tuple[int, ...]) -> None:
-        factor = 1 << self.config.downsamples
-        if any(s % factor for s in shape):
+        c = self.config
+        if len(shape) != c.spatial_dims:
+            raise ValueError(f"data of spatial shape {shape} for a model of {c.spatial_dims} spatial axes")
+        factors = c.factors
+        if c.time_downsamples is not None and shape[0] % factors[0]:
+            raise ValueError(
+                f"data size {shape}: the time axis ({shape[0]}) is not divisible by {factors[0]} "
+                f"(the model halves time {c.time_downsamples} times): use a number of frames that "
+                f"is a multiple of {factors[0]}, e.g. {max(factors[0], shape[0] // factors[0] * factors[0])}"
+            )
+        factor = 1 << c.downsamples
+        if any(s % f for s, f in zip(shape, factors, strict=True)):
             raise ValueError(
                 f"data size {shape} is not divisible by {factor} (the model downsamples "
-                f"{self.config.downsamples} times): choose an image size that is a multiple "
-                f"of {factor}, e.g. --image-size {max(factor, shape[0] // factor * factor)}"
+                f"{c.downsamples} times): choose an image size that is a multiple "
+                f"of {factor}, e.g. --image-size {max(factor, shape[-1] // factor * factor)}"
             )
 
 

@@ -121,11 +121,15 @@ def start_prior_run(
     force: bool = False,
 ) -> Path:
     """Create ``RUN/priors/NAME/`` for a prior over the run's codes; the run's modality says
-    what code grid it models (``window``: seconds of speech codes, a shorthand for ``options``)."""
+    what code grid it models (``window``: seconds of speech codes, a shorthand for ``options``)
+    and what else the prior needs (:meth:`~vqvae.modalities.Modality.prior_settings`, say the
+    number of actions); ``model_settings`` override those."""
     options = {**({"window": window} if window is not None else {}), **(options or {})}
     config = read_config(run)
-    shape = modality_of(config).prior_shape(config, options)
-    main_first(_start_prior_folder, run, arch, shape, name=name, model_settings=model_settings, train=train,
+    modality = modality_of(config)
+    shape = modality.prior_shape(config, options)
+    settings = {**modality.prior_settings(config), **(model_settings or {})}
+    main_first(_start_prior_folder, run, arch, shape, name=name, model_settings=settings, train=train,
                data={"spec": data, "data_dir": data_dir}, force=force)
     return Path(run) / "priors" / (name or arch)
 
@@ -140,7 +144,8 @@ def train_prior(
     tensorboard: bool = False,
 ) -> TrainSummary:
     """Train (or continue) the prior in ``RUN/priors/NAME/`` on codes of the frozen tokenizer,
-    encoded once by the run's modality and cached in ``RUN/codes/``."""
+    encoded once by the run's modality and cached in ``RUN/codes/`` (with their labels, and the
+    actions of each code time step where the modality has them)."""
     folder = Path(folder)
     with on_main(run_lock, folder, "train-prior") or contextlib.nullcontext():  # one writer per prior
         run = folder.parent.parent

@@ -142,9 +142,17 @@ class Modality:
         """The code grid a prior over this run's codes models."""
         return self._unsupported("train-prior")
 
+    def prior_settings(self, config: dict) -> dict:
+        """Settings of a new prior over this run's codes beyond the code grid, from the run's
+        ``config.json`` (say ``{"num_actions": A, "actions_per_step": F}`` for data with
+        actions); the user's own settings override them. The default adds none."""
+        return {}
+
     def prior_codes(self, run: Path, split: str, data: str | None, data_dir: str | None,
-                    shape: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
-        """Codes ``(N, *shape)`` and labels (or None) of a split, for training a prior."""
+                    shape: tuple[int, ...]) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor | None]:
+        """Codes ``(N, *shape)`` and labels (or None) of a split, for training a prior; a
+        modality with actions adds a third item, the actions of each code time step
+        ``(N, shape[0], F)`` int64 (or None), for a prior made with :meth:`prior_settings`."""
         return self._unsupported("train-prior")
 
     def write_samples(self, run: Path, codes: Tensor, out: Path, *, device: str, options: dict) -> str:

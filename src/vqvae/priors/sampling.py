@@ -13,7 +13,9 @@ Classifier-free guidance (Ho & Salimans 2022): a conditional prior trained with
 ``p(code | label)`` and ``p(code)``. Sampling with ``guidance`` g != 1 runs each sample
 twice, with its label and with no label, and draws from ``u + g·(c − u)`` of the two
 logit rows (:func:`guide`): g = 1 is plain conditional sampling, g > 1 favours codes that
-the label makes more likely.
+the label makes more likely. A Transformer prior conditioned on actions
+(:mod:`vqvae.priors.conditions`) guides alike: its unconditional rows have neither the
+label nor the actions, each where the prior learned without it.
 
 Letters: B batch, K codebook size, S the latent axes (``latent_shape``).
 """
@@ -103,18 +105,27 @@ def draw(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-def check_guidance(guidance: float, num_classes: int | None, label_dropout: float) -> None:
-    """Raise unless ``guidance`` is a finite number >= 0 that this prior can use."""
+def check_guidance(guidance: float, num_classes: int | None, label_dropout: float,
+                   num_actions: int | None = None, action_dropout: float = 0.0) -> None:
+    """Raise unless ``guidance`` is a finite number >= 0 that this prior can use: one that
+    dropped its labels, or its actions (``num_actions``), in training."""
     if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real):
         raise TypeError(f"guidance must be a number >= 0, got {guidance!r}")
     if not (guidance >= 0 and math.isfinite(guidance)):
         raise ValueError(f"guidance must be >= 0 and finite, got {guidance}: use 1.0 for plain sampling")
-    if guidance != 1.0 and not (num_classes and label_dropout > 0):
+    if guidance == 1.0 or (num_classes and label_dropout > 0) or (num_actions and action_dropout > 0):
+        return
+    if num_actions:
         raise ValueError(
-            f"guidance={guidance} needs a class-conditional prior trained with label_dropout > 0 "
-            f"(this one has num_classes={num_classes}, label_dropout={label_dropout}): use "
-            f"guidance=1.0, or train the prior with --label-dropout 0.1"
+            f"guidance={guidance} needs a prior trained with label_dropout > 0 or action_dropout > 0 "
+            f"(this one has num_classes={num_classes}, label_dropout={label_dropout}, "
+            f"num_actions={num_actions}, action_dropout={action_dropout}): use guidance=1.0"
         )
+    raise ValueError(
+        f"guidance={guidance} needs a class-conditional prior trained with label_dropout > 0 "
+        f"(this one has num_classes={num_classes}, label_dropout={label_dropout}): use "
+        f"guidance=1.0, or train the prior with --label-dropout 0.1"
+    )
 
 
 # The guidance `vqvae sample` and `evaluate-samples` use for a prior that allows it. On
@@ -184,15 +195,20 @@ def sampling_labels(
     num_classes: int | None,
     label_dropout: float,
     device: torch.device,
+    num_actions: int | None = None,
+    action_dropout: float = 0.0,
 ) -> Tensor | None:
     """Check a request for ``n`` samples and return the label of each row a prior runs:
-    ``(n,)``, or with guidance ``(2n,)`` whose rows ``n..`` are "no label" (see :func:`guide`);
-    None for an unconditional prior."""
+    ``(n,)``, or with guidance ``(2n,)`` whose rows ``n..`` are "no label" (see :func:`guide`;
+    the labels again when only the actions were dropped in training); None for an
+    unconditional prior."""
     check_sample_request(n, generator, device)
     check_filter(temperature, top_k, top_p)
-    check_guidance(guidance, num_classes, label_dropout)
+    check_guidance(guidance, num_classes, label_dropout, num_actions, action_dropout)
     labels = resolve_labels(label, n, num_classes, device)
-    return with_no_label(labels, num_classes) if guidance != 1.0 else labels
+    if guidance == 1.0 or labels is None:
+        return labels
+    return with_no_label(labels, num_classes) if label_dropout > 0 else labels.repeat(2)
 
 
 def code_picker(

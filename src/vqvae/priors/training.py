@@ -41,7 +41,9 @@ PRIOR_TRAIN = TrainConfig(batch_size=128, lr=2e-3, warmup_steps=100, max_steps=1
                           val_every=500, val_images=5000, checkpoint_every=500, ema_decay=0.99)
 PRIOR_MODEL = {"pixelcnn": {"width": 64, "depth": 15}, "transformer": {"width": 256, "depth": 4}}
 
-Codes = tuple[Tensor, Tensor | None]  # (codes (N, *S') int64, labels (N,) int64 or None)
+# (codes (N, *S') int64, labels (N,) int64 or None), optionally followed by the actions of
+# each code time step (N, T', F) int64 or None, for a prior with num_actions.
+Codes = tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor | None]
 
 
 def start_prior_run(
@@ -62,7 +64,7 @@ def start_prior_run(
         arch: ``pixelcnn`` or ``transformer``.
         latent_shape: the code grid the prior models (from the tokenizer's modality).
         name: the folder name (default: ``arch``).
-        model_settings: the prior's config fields (width, depth, ...).
+        model_settings: the prior's config fields (width, depth, num_actions, ...).
         data: recorded as ``config["data"]`` beside the classes (the data's spec, folder...).
         force: replace an existing prior of that name.
     """
@@ -82,6 +84,10 @@ def start_prior_run(
         shutil.rmtree(folder)
     classes = tokenizer["data"].get("classes") or []
     settings = {**PRIOR_MODEL[arch], **(model_settings or {})}
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(PRIORS[arch][1])})
+    if unknown:
+        raise ValueError(f"the {arch} prior has no settings {unknown}: this run's codes need a prior "
+                         f"that takes them (--arch transformer takes actions)")
     prior = PRIORS[arch][1](codebook_size=tokenizer["model"]["codebook_size"], latent_shape=tuple(latent_shape),
                             num_classes=len(classes) if classes else None, **settings)
     return write_config(folder, {
@@ -132,33 +138,52 @@ def fit_prior(
     return run_loop(state, PriorTask(state, train_codes, val_codes), time_budget, progress, observers=observers)
 
 
+def _unpack(codes: Codes) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    if not isinstance(codes, (tuple, list)) or len(codes) not in (2, 3):
+        raise TypeError("prior training data must be (codes, labels) or (codes, labels, actions)")
+    return codes[0], codes[1], codes[2] if len(codes) == 3 else None
+
+
 class PriorTask:
-    """Cross-entropy of a prior on batches of code grids (and their labels)."""
+    """Cross-entropy of a prior on batches of code grids (and their labels and actions)."""
 
     name = "train-prior"
     panels = [("bits_per_code", "Negative log-likelihood (bits per code)")]
 
     def __init__(self, state: LoopState, train_codes: Codes, val_codes: Codes) -> None:
         self.s = state
-        self.codes, self.labels = train_codes
-        self.val_codes, self.val_labels = val_codes
-        shape = tuple(state.model.config.latent_shape)
+        config = state.model.config
+        self.codes, self.labels, self.actions = _unpack(train_codes)
+        self.val_codes, self.val_labels, self.val_actions = _unpack(val_codes)
+        shape = tuple(config.latent_shape)
         for codes in (self.codes, self.val_codes):
             if tuple(codes.shape[1:]) != shape:
                 raise ValueError(f"the prior models code grids {shape} but got codes {tuple(codes.shape[1:])}")
-        if self.s.model.config.num_classes is None:
+        if config.num_classes is None:
             self.labels = self.val_labels = None
+        if getattr(config, "num_actions", None) is None:
+            self.actions = self.val_actions = None
+        elif self.actions is None or self.val_actions is None:
+            raise ValueError(f"the prior takes actions (num_actions={config.num_actions}) but its training "
+                             f"or validation codes came without them")
         self.batches = BatchOrder(len(self.codes), state.train.batch_size, state.train.seed)
 
     def forward(self, step: int) -> tuple[Tensor, Tensor, int]:
         idx = self.batches.indices(step)
+        config = self.s.model.config
         labels = dropped = None
         if self.labels is not None:
             labels = self.s.local(self.labels[idx]).to(self.s.device)
             # drawn for the global batch: every process, and a single one, make the same draws
-            dropped = self.s.local(torch.rand(len(idx)) < self.s.model.config.label_dropout)
+            dropped = self.s.local(torch.rand(len(idx)) < config.label_dropout)
         local = self.s.local(idx)
-        loss = self.s.call("loss", self.codes[local].to(self.s.device), labels, dropped)
+        codes = self.codes[local].to(self.s.device)
+        if self.actions is None:
+            loss = self.s.call("loss", codes, labels, dropped)
+        else:  # the same for the actions, drawn after the labels
+            dropped_actions = self.s.local(torch.rand(len(idx)) < config.action_dropout)
+            actions = self.actions[local].to(self.s.device)
+            loss = self.s.call("loss", codes, labels, dropped, actions, dropped_actions)
         return loss, loss, len(local)
 
     def log_record(self, loss: Tensor, codes_per_s: float) -> dict:
@@ -174,6 +199,10 @@ class PriorTask:
         for start in range(0, n, 256):
             codes = self.val_codes[start : min(n, start + 256)].to(self.s.device)
             labels = None if self.val_labels is None else self.val_labels[start : start + len(codes)].to(self.s.device)
-            total += float(-self.s.eval_model.log_prob(codes, labels).sum())
+            if self.val_actions is None:
+                total += float(-self.s.eval_model.log_prob(codes, labels).sum())
+            else:
+                actions = self.val_actions[start : start + len(codes)].to(self.s.device)
+                total += float(-self.s.eval_model.log_prob(codes, labels, actions=actions).sum())
         positions = n * math.prod(self.val_codes.shape[1:])
         return {"loss": total / positions, "bits_per_code": total / positions / math.log(2), "samples": n}

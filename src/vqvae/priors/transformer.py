@@ -6,7 +6,9 @@ learned BOS vector otherwise) and at position i > 0 the embedding of code i-1; t
 output at position i gives the logits of code i. Every input also gets the position of
 the code it predicts, as a sum of learned per-axis embeddings (row + column for 2-D).
 Blocks are pre-LayerNorm: causal self-attention (``scaled_dot_product_attention``),
-then a 4×-wide GELU MLP (Radford et al. 2019).
+then a 4×-wide GELU MLP (Radford et al. 2019). A prior over a time axis (the first
+latent axis) may also take actions per time step (:mod:`vqvae.priors.conditions`), and
+sampling may start from given codes of the first time steps (frame prediction).
 
 Letters: B batch, T positions, C channels (``width``), K codebook size, S latent axes.
 """
@@ -22,6 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqvae.priors.conditions import (
+    ActionEmbedding,
+    check_action_settings,
+    check_prefix,
+    drop_actions,
+    resolve_actions,
+    with_no_actions,
+)
+from vqvae.priors.layers import AxisPositions, Block, KVCache
 from vqvae.priors.sampling import (
     check_codes,
     check_label_dropout,
@@ -34,7 +45,7 @@ from vqvae.priors.sampling import (
     sampling_labels,
 )
 
-MLP_RATIO = 4
+_ACTION_FIELDS = ("num_actions", "actions_per_step", "action_dropout")
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,11 @@ class TransformerConfig:
         label_dropout: a conditional prior's label is replaced by "no label" with this
             probability in training, which makes classifier-free guidance possible
             (``sample(..., guidance=g)``); 0 disables both.
+        num_actions: actions per time step (the first latent axis) condition the prior:
+            their number, A; None: no actions. Action ``A`` means "no action".
+        actions_per_step: F, actions per time step (the frames one code step covers).
+        action_dropout: in training, all of a sample's actions become "no action" with this
+            probability, so the prior also learns without them (guidance over actions).
     """
 
     codebook_size: int
@@ -68,6 +84,9 @@ class TransformerConfig:
     tie_weights: bool = False
     label_bias: bool = True
     label_dropout: float = 0.1
+    num_actions: int | None = None
+    actions_per_step: int = 1
+    action_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         if isinstance(self.latent_shape, (str, bytes)) or not isinstance(
@@ -98,6 +117,7 @@ class TransformerConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         check_label_dropout(self.label_dropout)
+        check_action_settings(self.num_actions, self.actions_per_step, self.action_dropout)
         for name in ("tie_weights", "label_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -113,7 +133,12 @@ class TransformerConfig:
         return max(1, self.width // 64) if self.heads is None else self.heads
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if self.num_actions is None:  # a prior without actions writes the keys it wrote before them
+            for field in dataclasses.fields(self):
+                if field.name in _ACTION_FIELDS and values[field.name] == field.default:
+                    del values[field.name]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> TransformerConfig:
@@ -121,111 +146,8 @@ class TransformerConfig:
         return cls(**{"label_bias": False, "label_dropout": 0.0, **known_settings(cls, values)})
 
 
-class KVCache:
-    """Keys and values of every layer for ``length`` positions, preallocated, filled in order.
-
-    Shapes:
-        ``keys[l]``, ``values[l]``: ``(B, heads, length, head_dim)``
-    """
-
-    def __init__(
-        self,
-        depth: int,
-        batch: int,
-        heads: int,
-        length: int,
-        head_dim: int,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> None:
-        store = torch.empty(depth, 2, batch, heads, length, head_dim, device=device, dtype=dtype)
-        self.keys = list(store[:, 0])
-        self.values = list(store[:, 1])
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where position i attends to positions ≤ i."""
-
-    def __init__(self, width: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.dropout = dropout
-        self.qkv = nn.Linear(width, 3 * width)
-        self.out = nn.Linear(width, width)
-
-    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        B, T, C = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, T, C / heads)
-        return q, k, v
-
-    def _merge(self, y: Tensor) -> Tensor:
-        B, _, T, _ = y.shape
-        return self.out(y.transpose(1, 2).reshape(B, T, -1))  # (B, heads, T, hs) -> (B, T, C)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, T, C) -> (B, T, C)``."""
-        q, k, v = self._split(x)
-        p = self.dropout if self.training else 0.0
-        return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p))
-
-    def step(self, x: Tensor, keys: Tensor, values: Tensor, t: int) -> Tensor:
-        """Position ``t`` alone: store its key and value, attend over positions ``≤ t``.
-
-        Shapes: ``(B, 1, C) -> (B, 1, C)``; ``keys``, ``values``: ``(B, heads, T_max, hs)``
-        """
-        q, k, v = self._split(x)  # each (B, heads, 1, hs)
-        keys[:, :, t : t + 1] = k
-        values[:, :, t : t + 1] = v
-        y = F.scaled_dot_product_attention(q, keys[:, :, : t + 1], values[:, :, : t + 1])
-        return self._merge(y)
-
-
-class Block(nn.Module):
-    """Pre-LayerNorm Transformer block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
-
-    def __init__(self, width: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        self.attention_norm = nn.LayerNorm(width)
-        self.attention = CausalSelfAttention(width, heads, dropout)
-        self.mlp_norm = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(
-            nn.Linear(width, MLP_RATIO * width),
-            nn.GELU(),
-            nn.Linear(MLP_RATIO * width, width),
-            nn.Dropout(dropout),
-        )
-        self.residual_dropout = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, T, C) -> (B, T, C)``."""
-        x = x + self.residual_dropout(self.attention(self.attention_norm(x)))
-        return x + self.mlp(self.mlp_norm(x))
-
-    def step(self, x: Tensor, keys: Tensor, values: Tensor, t: int) -> Tensor:
-        """One position with the KV cache: ``(B, 1, C) -> (B, 1, C)``."""
-        x = x + self.attention.step(self.attention_norm(x), keys, values, t)
-        return x + self.mlp(self.mlp_norm(x))
-
-
-class AxisPositions(nn.Module):
-    """Learned position embeddings, one table per latent axis, summed.
-
-    Shapes: ``-> (T, C)`` for the flattened grid.
-    """
-
-    def __init__(self, latent_shape: tuple[int, ...], width: int) -> None:
-        super().__init__()
-        self.axes = nn.ModuleList(nn.Embedding(size, width) for size in latent_shape)
-        grid = torch.stack(torch.meshgrid(*(torch.arange(s) for s in latent_shape), indexing="ij"))
-        self.register_buffer("index", grid.flatten(1), persistent=False)  # (axes, T), raster order
-
-    def forward(self) -> Tensor:
-        return sum(axis(index) for axis, index in zip(self.axes, self.index, strict=True))
-
-
 class TransformerPrior(nn.Module):
-    """Autoregressive prior ``p(codes | label)`` over code grids in raster order.
+    """Autoregressive prior ``p(codes | label, actions)`` over code grids in raster order.
 
     Build it from settings, ``TransformerPrior(512, (8, 8), width=256, depth=4)``, or
     from a config, ``TransformerPrior(config)`` (keyword settings then override fields).
@@ -263,6 +185,8 @@ class TransformerPrior(nn.Module):
         # Tied: the head reads code_embedding.weight; one tensor, so safetensors can save it.
         self.head = None if c.tie_weights else nn.Linear(c.width, c.codebook_size, bias=False)
         self.head_bias = nn.Parameter(torch.zeros(c.codebook_size))
+        # Made last, so that a prior without actions draws its initial weights as before them.
+        self.action_embedding = ActionEmbedding(c.num_actions, c.actions_per_step, c.width) if c.num_actions else None
         self.apply(_init_weights)
         for block in self.blocks:  # GPT-2: scale residual projections by 1/sqrt(2·depth)
             for linear in (block.attention.out, block.mlp[2]):
@@ -273,17 +197,31 @@ class TransformerPrior(nn.Module):
         """T, the number of codes per sample."""
         return self.config.num_positions
 
-    def forward(self, codes: Tensor, label: int | Tensor | None = None, dropped: Tensor | None = None) -> Tensor:
-        """Logits of every code given the codes before it in raster order (and the label).
+    def forward(
+        self,
+        codes: Tensor,
+        label: int | Tensor | None = None,
+        dropped: Tensor | None = None,
+        actions: Tensor | None = None,
+        dropped_actions: Tensor | None = None,
+    ) -> Tensor:
+        """Logits of every code given the codes before it in raster order (and the label,
+        and the actions).
 
         Args:
             codes: integer codes in ``[0, K)``.
             label: class of each sample (int or ``(B,)``) for a conditional prior, else None.
             dropped: in training, which labels to drop (bool ``(B,)``); default: drawn here
                 with probability ``label_dropout``.
+            actions: for a prior with ``num_actions``: int ``(B, T', F)``, the actions of each
+                time step (``num_actions`` = no action); None: no action anywhere (a prior
+                trained with action dropout). None for a prior without actions.
+            dropped_actions: in training, whose actions to drop (bool ``(B,)``); default:
+                drawn here with probability ``action_dropout``.
 
         Returns:
-            Logits; position i (raster order) depends only on codes at positions < i.
+            Logits; position i (raster order) depends only on codes at positions < i, and on
+            the actions of its time step and earlier ones.
 
         Shapes:
             ``(B, *S) -> (B, K, *S)``
@@ -292,27 +230,32 @@ class TransformerPrior(nn.Module):
         codes = check_codes(codes, c.codebook_size, c.latent_shape)
         B = codes.shape[0]
         labels = resolve_labels(label, B, c.num_classes, codes.device)
+        steps = self._actions(actions, B, codes.device)
         if self.training:
             labels = drop_labels(labels, c.label_dropout, c.num_classes, dropped)
+            steps = drop_actions(steps, c.action_dropout, c.num_actions, dropped_actions)
         start = self._start(labels, B)  # (B, 1, C)
         previous = self.code_embedding(codes.flatten(1)[:, :-1])  # (B, T-1, C)
         x = torch.cat([start, previous], dim=1) + self.positions()  # (B, T, C)
-        x = self.embedding_dropout(x + self._label_bias(labels))
+        x = self.embedding_dropout(x + self._conditions(labels, steps))
         for block in self.blocks:
             x = block(x)
         logits = self._head(x)  # (B, T, K)
         return logits.transpose(1, 2).reshape(B, c.codebook_size, *c.latent_shape)
 
-    def loss(self, codes: Tensor, label: int | Tensor | None = None, dropped: Tensor | None = None) -> Tensor:
+    def loss(self, codes: Tensor, label: int | Tensor | None = None, dropped: Tensor | None = None,
+             actions: Tensor | None = None, dropped_actions: Tensor | None = None) -> Tensor:
         """Mean cross-entropy in nats per code, the training objective (a scalar)."""
-        return F.cross_entropy(self(codes, label, dropped), codes.long())
+        return F.cross_entropy(self(codes, label, dropped, actions, dropped_actions), codes.long())
 
-    def log_prob(self, codes: Tensor, label: int | Tensor | None = None) -> Tensor:
-        """Total log-likelihood ``log p(codes | label)`` in nats per sample.
+    def log_prob(self, codes: Tensor, label: int | Tensor | None = None, dropped: Tensor | None = None,
+                 actions: Tensor | None = None, dropped_actions: Tensor | None = None) -> Tensor:
+        """Total log-likelihood ``log p(codes | label, actions)`` in nats per sample.
 
         Shapes: ``(B, *S) -> (B,)``
         """
-        nll = F.cross_entropy(self(codes, label), codes.long(), reduction="none")  # (B, *S)
+        logits = self(codes, label, dropped, actions, dropped_actions)
+        nll = F.cross_entropy(logits, codes.long(), reduction="none")  # (B, *S)
         return -nll.flatten(1).sum(1)
 
     @torch.no_grad()
@@ -326,6 +269,8 @@ class TransformerPrior(nn.Module):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
         guidance: float = 1.0,
+        actions: Tensor | None = None,
+        prefix: Tensor | None = None,
     ) -> Tensor:
         """Draw ``n`` code grids in raster order, on the prior's device, in eval mode.
 
@@ -339,7 +284,13 @@ class TransformerPrior(nn.Module):
                 prefix each step, the slow reference. Both give the same codes.
             guidance: classifier-free guidance scale (see :mod:`vqvae.priors.sampling`);
                 1.0 samples ``p(codes | label)`` itself. Other values need a prior trained
-                with ``label_dropout`` > 0, and cost a second pass per sample.
+                with ``label_dropout`` > 0 (or ``action_dropout`` > 0), and cost a second pass
+                per sample; the unconditional pass drops the label and the actions.
+            actions: int ``(n, T', F)``, the actions of each time step, for a prior with
+                ``num_actions`` (see :meth:`forward`).
+            prefix: int ``(n, t0, *S[1:])``, the given codes of the first ``t0`` time steps,
+                kept as they are; only the later positions are drawn (the KV cache is
+                filled from the prefix in one pass first).
 
         Returns:
             Codes, int64.
@@ -348,19 +299,25 @@ class TransformerPrior(nn.Module):
             ``-> (n, *S)``
         """
         c = self.config
+        device = self.code_embedding.weight.device
         labels = sampling_labels(
             n, label, guidance=guidance, temperature=temperature, top_k=top_k, top_p=top_p,
             generator=generator, num_classes=c.num_classes, label_dropout=c.label_dropout,
-            device=self.code_embedding.weight.device,
+            device=device, num_actions=c.num_actions, action_dropout=c.action_dropout,
         )  # (B,): B = n, or 2n when guided (rows n.. without their labels); or None
-        start = self._start(labels, n)  # (B, 1, C)
-        bias = self._label_bias(labels)  # (B, 1, C) or 0
+        steps = self._actions(actions, n, device)  # (n, T', F) or None
+        known = check_prefix(prefix, n, c.codebook_size, c.latent_shape)  # (n, P) or None
+        if guidance != 1.0:
+            steps = with_no_actions(steps, c.num_actions, c.action_dropout)  # (2n, T', F)
+            known = None if known is None else known.repeat(2, 1)
+        start = self._start(labels, n if guidance == 1.0 else 2 * n)  # (B, 1, C)
+        conditions = self._conditions(labels, steps)  # (B, 1 or T, C), or 0
         pick = code_picker(guidance, temperature, top_k, top_p, generator)
         was_training = self.training
         self.eval()
         try:
             run = self._sample_cached if use_cache else self._sample_uncached
-            codes = run(start, bias, pick)[:n]
+            codes = run(start, conditions, pick, known)[:n]
         finally:
             self.train(was_training)
         return codes.view(n, *c.latent_shape)
@@ -379,38 +336,78 @@ class TransformerPrior(nn.Module):
             return 0.0
         return self.label_bias(labels)[:, None]
 
+    def _actions(self, actions: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
+        """Checked actions ``(B, T', F)`` int64, "no action" rows when None; None without actions."""
+        c = self.config
+        return resolve_actions(actions, batch, steps=c.latent_shape[0], num_actions=c.num_actions,
+                               actions_per_step=c.actions_per_step, action_dropout=c.action_dropout,
+                               device=device)
+
+    def _conditions(self, labels: Tensor | None, actions: Tensor | None) -> Tensor | float:
+        """What every input gets besides its code and position: the label's embedding
+        ``(B, 1, C)``, plus at each position the actions of the time step it predicts,
+        ``(B, T, C)``; 0 for neither."""
+        bias = self._label_bias(labels)
+        if actions is None:
+            return bias
+        step = self.positions.index[0]  # (T,): the time step of each position's code
+        return bias + self.action_embedding(actions)[:, step]  # (B, T', C) -> (B, T, C)
+
     def _head(self, x: Tensor) -> Tensor:
         """Logits ``(..., K)`` of features ``(..., C)``."""
         weight = self.code_embedding.weight if self.head is None else self.head.weight
         return F.linear(self.final_norm(x), weight, self.head_bias)
 
-    def _sample_cached(self, start: Tensor, bias: Tensor | float, pick) -> Tensor:
+    def _sample_cached(self, start: Tensor, conditions: Tensor | float, pick, known: Tensor | None) -> Tensor:
         c = self.config
         B, T = start.shape[0], c.num_positions
+        P = 0 if known is None else known.shape[1]  # given codes
+        if P == T:
+            return known
         head_dim = c.width // c.num_heads
         cache = KVCache(c.depth, B, c.num_heads, T, head_dim, start.device, start.dtype)
         positions = self.positions()[:, None]  # (T, 1, C)
         codes = torch.empty(B, T, dtype=torch.long, device=start.device)
-        x = start + positions[0] + bias  # (B, 1, C)
-        for t in range(T):
+        if P == 0:
+            x = start + positions[0] + _at(conditions, 0, 1)  # (B, 1, C)
+        else:
+            codes[:, :P] = known
+            # Prefill: the inputs of positions 0..P-1 in one causal pass fill the cache.
+            x = torch.cat([start, self.code_embedding(known[:, :-1])], dim=1)  # (B, P, C)
+            x = x + positions[:P, 0] + _at(conditions, 0, P)
+            for block, keys, values in zip(self.blocks, cache.keys, cache.values, strict=True):
+                x = block.prefill(x, keys, values)
+            x = self.code_embedding(known[:, -1])[:, None] + positions[P] + _at(conditions, P, P + 1)
+        for t in range(P, T):
             for block, keys, values in zip(self.blocks, cache.keys, cache.values, strict=True):
                 x = block.step(x, keys, values, t)
             codes[:, t] = code = pick(self._head(x[:, 0]))  # (B, K) -> (B,)
             if t + 1 < T:
-                x = self.code_embedding(code)[:, None] + positions[t + 1] + bias  # (B, 1, C)
+                x = self.code_embedding(code)[:, None] + positions[t + 1] + _at(conditions, t + 1, t + 2)
         return codes
 
-    def _sample_uncached(self, start: Tensor, bias: Tensor | float, pick) -> Tensor:
+    def _sample_uncached(self, start: Tensor, conditions: Tensor | float, pick, known: Tensor | None) -> Tensor:
         B, T = start.shape[0], self.config.num_positions
+        P = 0 if known is None else known.shape[1]
         positions = self.positions()  # (T, C)
         codes = torch.empty(B, T, dtype=torch.long, device=start.device)
-        for t in range(T):
+        if P:
+            codes[:, :P] = known
+        for t in range(P, T):
             previous = self.code_embedding(codes[:, :t])  # (B, t, C)
-            x = torch.cat([start, previous], dim=1) + positions[: t + 1] + bias  # (B, t+1, C)
+            x = torch.cat([start, previous], dim=1) + positions[: t + 1] + _at(conditions, 0, t + 1)  # (B, t+1, C)
             for block in self.blocks:
                 x = block(x)
             codes[:, t] = pick(self._head(x[:, -1]))  # (B, K) -> (B,)
         return codes
+
+
+def _at(conditions: Tensor | float, first: int, stop: int) -> Tensor | float:
+    """The conditions of positions ``first..stop-1``: per position ``(B, T, C)``, or the same
+    for all (``(B, 1, C)`` or 0)."""
+    if isinstance(conditions, Tensor) and conditions.shape[1] > 1:
+        return conditions[:, first:stop]
+    return conditions
 
 
 def _init_weights(module: nn.Module) -> None:
