@@ -6,13 +6,21 @@
    10 % of the small one).
 2. Images/s of training from shards with 2 DataLoader workers against the in-memory path
    (the same model, batch and process; target >= 0.9x), medians of several rounds.
+3. With ``--ddp``, only this: images/s of ``vqvae train`` in one process against
+   ``torchrun --nproc-per-node 2`` (gloo DDP, the same global batch), on a folder of
+   ``--ddp-images`` synthetic images read into memory (and one process limited to one
+   thread, for scale); each round runs all three, in alternating order, and takes the median over the logged windows of ``metrics.jsonl``
+   after the first (which holds start-up); the result is the median over rounds. torchrun
+   gives each of its processes one thread, the single process has all the cores.
 
     python benchmarks/scale.py                      # 20,000 vs 200,000 images (minutes of writing)
     python benchmarks/scale.py --small 2000 --large 20000 --steps 10 --rounds 2   # a quick look
+    python benchmarks/scale.py --ddp                # 1 process vs 2 DDP processes (a few minutes)
+    python benchmarks/scale.py --ddp --steps 10 --rounds 1   # a quick look
 
-Writes benchmarks/results/scale.json. The set is written once into --work (default a
-temporary folder) as smooth random images (8x8 noise, upsampled), so PNG compresses them
-as it does photographs.
+Writes benchmarks/results/scale.json (``--ddp``: benchmarks/results/scale_ddp.json). The set
+is written once into --work (default a temporary folder) as smooth random images (8x8
+noise, upsampled), so PNG compresses them as it does photographs.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from PIL import Image
 from common import machine_info, write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
+DDP_RESULTS = RESULTS.with_name("scale_ddp.json")
 SIZE, VAL = 64, 1000
 MODEL = ["--hidden", "64", "--res-hidden", "32", "--codebook-size", "128", "--code-dim", "16"]
 
@@ -146,6 +155,70 @@ def _step(task, s, step: int) -> None:
     s.optimizer.step()
 
 
+def write_folder(out: Path, n: int) -> Path:
+    """``n`` synthetic 64x64 images as a PNG folder (one class): an in-memory source."""
+    folder = out / "images"
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        for i, pixels in enumerate(synthetic(n, 7)):
+            Image.fromarray(pixels.transpose(1, 2, 0)).save(folder / f"{i:06d}.png", compress_level=1)
+    return out
+
+
+def ddp_throughput(folder: Path, work: Path, steps: int, batch: int, rounds: int, log_every: int) -> dict:
+    """Images/s (global) of ``vqvae train`` in 1 process (all threads, and 1 thread) and under
+    torchrun with 2 gloo processes of 1 thread each."""
+    env = {**os.environ, "VQVAE_DIST_BACKEND": "gloo"}
+    train = ["train", "--data", str(folder), "--force", "--max-steps", str(steps), *MODEL, "--batch-size", str(batch),
+             "--log-every", str(log_every), "--val-every", str(10**6), "--checkpoint-every", str(10**6),
+             "--no-progress", "--device", "cpu"]
+    one = [sys.executable, "-m", "vqvae"]
+    contenders = {  # name: (command, processes, extra environment)
+        "1_process": (one, 1, {}),
+        "1_process_1_thread": (one, 1, {"OMP_NUM_THREADS": "1"}),
+        "2_processes": ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+                         "vqvae"], 2, {}),
+    }
+    subprocess.run([*one, *train, "--max-steps", "1", "--out", str(work / "ddp-warm")], env=env,
+                   capture_output=True, check=True)  # decodes and caches the folder before any timing
+    result: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(rounds):
+        for name in sorted(contenders, reverse=bool(r % 2)):
+            command, processes, extra = contenders[name]
+            run = work / f"ddp-{name}"
+            done = subprocess.run([*command, *train, "--out", str(run)], env={**env, **extra}, capture_output=True,
+                                  text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
+            records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            windows = [x["images_per_s"] for x in records if "images_per_s" in x and x["world_size"] == processes]
+            result[name].append(round(statistics.median(windows[1:] or windows), 2))
+    medians = {name: statistics.median(v) for name, v in result.items()}
+    return {"images_per_s": {name: {"median": medians[name], "rounds": result[name]} for name in result},
+            "two_over_one": medians["2_processes"] / medians["1_process"],
+            "two_over_one_thread": medians["2_processes"] / medians["1_process_1_thread"]}
+
+
+def ddp_main(args: argparse.Namespace, work: Path) -> None:
+    load_before = os.getloadavg()
+    folder = write_folder(work / f"folder-{args.ddp_images}", args.ddp_images)
+    speed = ddp_throughput(folder, work, args.steps, args.batch, args.rounds, args.log_every)
+    result = {
+        "benchmark": "scale --ddp",
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "setup": {"image": [3, SIZE, SIZE], "images": args.ddp_images, "steps": args.steps,
+                  "global_batch_size": args.batch, "rounds": args.rounds, "log_every": args.log_every,
+                  "model": MODEL, "backend": "gloo", "threads": "1_process: torch's default (all cores); 1_process_1_thread: "
+                  "OMP_NUM_THREADS=1; 2_processes: 1 each (torchrun's default OMP_NUM_THREADS=1)"},
+        "throughput": speed,
+        "note": "global images/s (every process's images) from metrics.jsonl, first logged window dropped; "
+                "measured on a shared machine: see load_average_1min (before, after)",
+        "machine": machine_info({"before": load_before[0], "after": os.getloadavg()[0]}),
+    }
+    write_json_atomic(result, args.out or DDP_RESULTS)
+    print(json.dumps(speed, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=20_000)
@@ -155,10 +228,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--shard-size", type=int, default=5000)
     parser.add_argument("--work", type=Path, default=None, help="folder for the shards (kept for reuse)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help=f"default {RESULTS} ({DDP_RESULTS} with --ddp)")
+    parser.add_argument("--ddp", action="store_true", help="measure 1 process against 2 gloo DDP processes only")
+    parser.add_argument("--ddp-images", type=int, default=2000, help="--ddp: images in the in-memory folder")
+    parser.add_argument("--log-every", type=int, default=5, help="--ddp: steps per measured window")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="vqvae-scale-"))
     os.environ.setdefault("VQVAE_CACHE", str(work / "cache"))
+    if args.ddp:
+        ddp_main(args, work)
+        return
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     patterns = {n: write_set(work / f"set-{n}-{args.shard_size}", n, args.shard_size) for n in (args.small, args.large)}
@@ -184,7 +263,7 @@ def main() -> None:
                 "slows both paths, and the 2 decoding workers compete with training for the cores",
         "machine": machine_info({"before": load_before[0], "after": os.getloadavg()[0]}),
     }
-    write_json_atomic(result, args.out)
+    write_json_atomic(result, args.out or RESULTS)
     print(json.dumps({k: result[k] for k in ("peak_rss", "large_over_small", "throughput", "targets")}, indent=1))
 
 

@@ -76,6 +76,9 @@ class TrainConfig:
     ``schedule``: ``constant`` (the paper's), or ``cosine`` / ``linear`` decay of ``lr`` (the
     peak) to zero at the run's horizon, after ``warmup_steps`` of linear warm-up (see
     :mod:`vqvae.schedule`).
+
+    ``compile``: run the training forward pass through ``torch.compile`` (validation and the
+    saved weights stay the plain module's).
     """
 
     batch_size: int = 128
@@ -92,6 +95,7 @@ class TrainConfig:
     ema_decay: float | None = None
     grad_clip: float | None = None
     schedule: str = "constant"
+    compile: bool = False  # absent from the configs of earlier releases: they load as False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "log_every", "val_every", "val_images", "checkpoint_every"):
@@ -112,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"train.schedule (--schedule) must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"train.compile (--compile) must be true or false, got {self.compile!r}")
 
 
 @dataclass
@@ -215,9 +221,12 @@ class LoopState:
         The wrapper is made at the first step, after the task has set the model up: DDP
         lays out its gradient buckets by the parameters' memory format at construction, and
         a later change (channels-last for CPU convolutions) would scramble the averaging.
+        With ``train.compile`` the call goes through ``torch.compile``, which wraps the call and
+        leaves ``self.model`` (what is saved) the plain module.
         """
         if self._call is None:
-            self._call = distributed.wrap(self.model, self.device)
+            call = distributed.wrap(self.model, self.device)
+            self._call = torch.compile(call) if self.train.compile else call
         return self._call(method, *args, **kwargs)
 
     @staticmethod

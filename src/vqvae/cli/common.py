@@ -91,3 +91,11 @@ def add_schedule_flags(p: argparse.ArgumentParser, lr: str, warmup: int) -> None
                         "of the run (--max-steps, or what --time-budget buys, estimated from the step time)")
     p.add_argument("--warmup", type=int, metavar="STEPS", dest="warmup_steps",
                    help=f"steps of linear warm-up to the peak rate (default {warmup})")
+
+
+def add_compile_flag(p: argparse.ArgumentParser) -> None:
+    """``--compile``: the training step through ``torch.compile`` (recorded in the run's config)."""
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="train through torch.compile: a one-off compilation (a minute or more), then faster "
+                        "steps where the compiler helps (docs/scale.md has CPU numbers); the saved weights are "
+                        "the plain model's")

@@ -9,6 +9,7 @@ from pathlib import Path
 from vqvae.cli.common import (
     PRECISION_HELP,
     CLIError,
+    add_compile_flag,
     add_data_flags,
     add_modality_options,
     add_schedule_flags,
@@ -56,6 +57,7 @@ def add_prior_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None, help=PRECISION_HELP)
+    add_compile_flag(p)
     p.add_argument("--resume", action="store_true", help="continue the prior in RUN/priors/NAME")
     p.add_argument("--force", action="store_true", help="overwrite an existing prior of that name")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -103,7 +105,7 @@ def _train_prior(args: argparse.Namespace) -> str:
                                ("schedule", args.schedule), ("warmup_steps", args.warmup_steps),
                                ("val_every", args.val_every), ("ema_decay", args.ema_decay),
                                ("grad_clip", args.grad_clip), ("device", args.device),
-                               ("precision", args.precision)) if v is not None}
+                               ("precision", args.precision), ("compile", args.compile)) if v is not None}
     if args.resume:
         if args.force:
             raise CLIError("--resume and --force contradict each other: choose one")

@@ -9,6 +9,7 @@ from pathlib import Path
 from vqvae.cli.common import (
     PRECISION_HELP,
     CLIError,
+    add_compile_flag,
     add_data_flags,
     add_modality_options,
     add_schedule_flags,
@@ -17,6 +18,7 @@ from vqvae.cli.common import (
     report,
     run_modality,
 )
+from vqvae.code_shards import concat_codes
 from vqvae.modalities import MODALITIES, Modality, detect, modality_of
 from vqvae.runs import read_config
 
@@ -47,6 +49,7 @@ def add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None, help=PRECISION_HELP)
+    add_compile_flag(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -84,7 +87,7 @@ def _train(args: argparse.Namespace) -> str:
         raise CLIError(f"{', '.join(foreign)} does not apply to --model {args.model or kind}")
     train = {field: getattr(args, dest(flag)) for flag, (field, _, _) in TRAIN_FLAGS.items()}
     train.update(seed=args.seed, device=args.device, precision=args.precision, lr=args.lr,
-                 schedule=args.schedule, warmup_steps=args.warmup_steps)
+                 schedule=args.schedule, warmup_steps=args.warmup_steps, compile=args.compile)
     train = {k: v for k, v in train.items() if v is not None}
     if args.resume:
         _check_resume_matches(Path(args.out), args, modality, kind, model, data_options, train)
@@ -140,18 +143,26 @@ def add_run_commands(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("encode", help="data -> integer codes (.npz with codes and labels)")
+    p = sub.add_parser("encode", help="data -> integer codes (.npz with codes and labels, or with --shards a "
+                                      "folder of code shards, written batch by batch; under torchrun too)")
     p.add_argument("run", metavar="RUN")
     add_data_flags(p)
     p.add_argument("--split", choices=["train", "val", "test"], help="default: train")
-    p.add_argument("-o", "--out", required=True, help="output .npz file")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("-o", "--out", required=True, help="output .npz file, or with --shards a folder")
+    p.add_argument("--shards", action="store_true",
+                   help="stream the data and write codes-RANK-INDEX.npz shards and a manifest.json into the "
+                        "folder -o, never holding the data or all codes; each torchrun process encodes its part")
+    p.add_argument("--shard-size", type=int, help="with --shards: items per code shard (default 10000)")
+    p.add_argument("--batch-size", type=int, default=256, help="items encoded at once (default 256)")
+    p.add_argument("--force", action="store_true", help="with --shards: replace the code shards in -o")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each process's own GPU)")
     add_modality_options(p, "encode")
     p.set_defaults(func=_encode)
 
-    p = sub.add_parser("decode", help="integer codes (.npz or .npy) -> images and a grid, or WAVs")
+    p = sub.add_parser("decode", help="integer codes (.npz or .npy, or a folder of code shards) -> images and "
+                                      "a grid, or WAVs")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("codes", help=".npz (array 'codes') or .npy file")
+    p.add_argument("codes", help=".npz (array 'codes') or .npy file, or a folder written by encode --shards")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
     add_modality_options(p, "decode")
     p.add_argument("--device", default="cpu")
@@ -177,23 +188,58 @@ def _evaluate(args: argparse.Namespace) -> str:
 
 
 def _encode(args: argparse.Namespace) -> str:
+    from vqvae import distributed
     from vqvae.runs import save_codes
 
     modality, codebook_size = _tokenizer(args.run, "encode")
-    file = modality.encode(Path(args.run), data=args.data, data_dir=args.data_dir, split=args.split,
-                           device=args.device, options=modality_options(args, "encode", modality))
+    options = modality_options(args, "encode", modality)
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be a positive number of items, got {args.batch_size}")
+    if args.shards:
+        return _encode_shards(args, modality, codebook_size, options)
+    given = [flag for flag, value in (("--shard-size", args.shard_size), ("--force", args.force)) if value]
+    if given:
+        raise CLIError(f"{' and '.join(given)} apply to code shards: add --shards (and let -o name a folder)")
+    if distributed.is_distributed():
+        raise CLIError("under torchrun, vqvae encode writes code shards, one part per process: add --shards "
+                       "and let -o name a folder")
+    if Path(args.out).is_dir():
+        raise CLIError(f"-o {args.out} is a folder: add --shards to write code shards into it, or name an .npz file")
+    parts = modality.encode_part(Path(args.run), data=args.data, data_dir=args.data_dir, split=args.split,
+                                 device=args.device, options=options, rank=0, world=1, batch_size=args.batch_size)
+    file = concat_codes(list(parts))
     codes = file.rows() if file.lengths is not None else file.codes
     save_codes(args.out, codes, codebook_size, file.labels, **file.extras)
     return f"wrote {args.out}: codes {tuple(file.codes.shape)}, {len(file.codes)} items"
 
 
+def _encode_shards(args: argparse.Namespace, modality: Modality, codebook_size: int, options: dict) -> str:
+    from vqvae import distributed
+    from vqvae.code_shards import write_code_shards
+
+    out = Path(args.out)
+    if out.suffix in (".npz", ".npy"):
+        raise CLIError(f"--shards writes a folder of code shards: -o names a folder, not the file {out}")
+    parts = modality.encode_part(Path(args.run), data=args.data, data_dir=args.data_dir, split=args.split,
+                                 device=args.device, options=options, rank=distributed.rank(),
+                                 world=distributed.world_size(), batch_size=args.batch_size)
+    recorded = read_config(args.run)["data"]
+    data = {"spec": args.data or recorded["spec"], "data_dir": args.data_dir if args.data else recorded["data_dir"],
+            "split": args.split or "train"}
+    manifest = write_code_shards(parts, out, run=args.run, codebook_size=codebook_size, data=data,
+                                 shard_size=args.shard_size or 10_000, force=args.force)
+    return (f"wrote {manifest['items']} items in {len(manifest['shards'])} code shards by "
+            f"{manifest['world_size']} process(es), and {out / 'manifest.json'}")
+
+
 def _decode(args: argparse.Namespace) -> str:
+    from vqvae.code_shards import load_code_shards
     from vqvae.runs import load_codes
 
     modality, _ = _tokenizer(args.run, "decode")
     options = modality_options(args, "decode", modality)
-    return modality.decode(Path(args.run), load_codes(args.codes), Path(args.out), device=args.device,
-                           options=options)
+    codes = load_code_shards(args.codes, args.run) if Path(args.codes).is_dir() else load_codes(args.codes)
+    return modality.decode(Path(args.run), codes, Path(args.out), device=args.device, options=options)
 
 
 def _tokenizer(run: str, command: str) -> tuple[Modality, int]:

@@ -13,7 +13,7 @@ flags arrive in ``options`` under their ``dest`` names (see :class:`Option`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,3 +215,21 @@ class Modality:
     def check_kind(self, kind: str) -> None:
         if kind not in self.models.values():
             raise CheckpointError(f"the {self.name} modality has no model kind {kind!r}")
+
+    # ---------------------------------------------------------------- encoding in parts (code shards)
+
+    def encode_part(self, run: Path, *, data: str | None, data_dir: str | None, split: str | None,
+                    device: str, options: dict, rank: int, world: int, batch_size: int = 256) -> Iterator[CodeFile]:
+        """Codes of part ``rank`` of ``world`` of a split (:func:`vqvae.code_shards.part`), piece by
+        piece in the data's order: the parts in rank order are what :meth:`encode` gives.
+        ``vqvae encode --shards`` writes them as code shards, one part per process.
+
+        The default encodes the whole split with :meth:`encode` and yields this part of it; a
+        modality whose data may not fit in memory streams them instead (images do).
+        """
+        from vqvae.code_shards import part, take
+
+        file = self.encode(run, data=data, data_dir=data_dir, split=split, device=device, options=options)
+        mine = part(len(file.codes), rank, world)
+        for start in range(mine.start, mine.stop, batch_size):
+            yield take(file, start, min(start + batch_size, mine.stop))

@@ -6,20 +6,22 @@ Each ``vqvae`` sub-command on an image run is a thin layer over one function her
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from vqvae.code_shards import concat_codes, part, split_codes
 from vqvae.generate import sample_codes
+from vqvae.modalities.image import stream
 from vqvae.modalities.image.data import ImageData, available_splits, load_images
 from vqvae.modalities.image.judge import cached_classifier, frechet_distance, predict
 from vqvae.modalities.image.metrics import likelihood_metrics, reconstruct_all, tokenizer_metrics
 from vqvae.modalities.image.outputs import save_reconstruction_grid, to_uint8
 from vqvae.precision import autocast_for
 from vqvae.priors.training import load_prior
-from vqvae.runs import codes_cache_path, load_codes, prior_folder, read_config, save_codes
+from vqvae.runs import CodeFile, codes_cache_path, load_codes, prior_folder, read_config, save_codes
 
 CLASSIFIER_STEPS = 1500  # training steps of the judge of samples
 Loader = Callable[[str | os.PathLike, str], nn.Module]  # (run, device) -> the run's model
@@ -31,21 +33,32 @@ def run_data(
     data_dir: str | None = None,
     split: str | None = None,
     default_split: str = "eval",
+    limit: int | None = None,
 ) -> ImageData:
     """The data a run command works on: the run's own unless ``data`` names other data.
 
     ``split=None`` means ``test`` when the source has one, else ``val`` (for
-    ``default_split="eval"``), or the split named by ``default_split``.
+    ``default_split="eval"``), or the split named by ``default_split``. Shard data
+    (``DIR/train-{...}.tar``) are read into memory up to ``limit`` images (all: None).
     """
-    recorded = read_config(run)["data"]
+    data, data_dir, split = _run_split(run, data, data_dir, split, default_split)
+    if stream.is_shard_pattern(data):
+        return stream.split_data(data, split, limit)
+    return load_images(data, split, data_dir=data_dir, image_size=read_config(run)["data"]["image_size"])
+
+
+def _run_split(run, data: str | None, data_dir: str | None, split: str | None,
+               default_split: str) -> tuple[str, str | None, str]:
+    """``(data, data_dir, split)`` a run command works on, the defaults resolved."""
     if data is None:
+        recorded = read_config(run)["data"]
         data, data_dir = recorded["spec"], data_dir or recorded["data_dir"]
-    if split is None:
-        if default_split == "eval":
-            split = "test" if "test" in available_splits(data, data_dir) else "val"
-        else:
-            split = default_split
-    return load_images(data, split, data_dir=data_dir, image_size=recorded["image_size"])
+    if split is None and default_split != "eval":
+        split = default_split
+    elif split is None:
+        splits = stream.shard_splits(data) if stream.is_shard_pattern(data) else available_splits(data, data_dir)
+        split = "test" if "test" in splits else "val"
+    return data, data_dir, split
 
 
 def evaluate_run(load: Loader, run: str | os.PathLike, data: str | None = None, data_dir: str | None = None,
@@ -95,6 +108,29 @@ def encode_images(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
     return torch.cat(parts)
 
 
+def encode_part(load: Loader, run: str | os.PathLike, data: str | None, data_dir: str | None,
+                split: str | None, device: str, precision: str, rank: int, world: int,
+                batch_size: int = 256) -> Iterator[CodeFile]:
+    """Codes of part ``rank`` of ``world`` of a split (default ``train``), ``batch_size`` images at
+    a time in the data's order, holding one batch of images at once: shard data are streamed,
+    each process reading a contiguous run of whole shard files; other sources (memory-mapped
+    once decoded) are cut into contiguous runs of images."""
+    model = load(run, device)
+    data, data_dir, split = _run_split(run, data, data_dir, split, "train")
+    if stream.is_shard_pattern(data):
+        files = stream.split_shards(data, split)
+        batches = ((torch.from_numpy(x), torch.from_numpy(y)) for x, y in
+                   stream.file_batches([files[i] for i in part(len(files), rank, world)], batch_size))
+    else:
+        dataset = run_data(run, data, data_dir, split)
+        mine = part(len(dataset), rank, world)
+        labels = dataset.labels if dataset.labels is not None else torch.full((len(dataset),), -1)
+        cuts = [slice(i, min(i + batch_size, mine.stop)) for i in range(mine.start, mine.stop, batch_size)]
+        batches = ((dataset.images[cut], labels[cut]) for cut in cuts)
+    for images, batch_labels in batches:
+        yield CodeFile(encode_images(model, images, batch_size, device, precision), batch_labels)
+
+
 def decode_codes(model: nn.Module, codes: torch.Tensor, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
     """Images ``(N, C, H, W)`` in [0, 1] decoded from codes ``(N, *S')``."""
     k = model.config.codebook_size
@@ -117,14 +153,18 @@ def reconstruction_grid(model: nn.Module, images: torch.Tensor, out: str | os.Pa
 def cached_codes(load: Loader, run: str | os.PathLike, split: str, data: str | None = None,
                  data_dir: str | None = None, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Codes ``(N, *S')`` and labels (or None) of a split, encoded once with the run's frozen
-    tokenizer and cached in ``RUN/codes/`` under a name tied to the data and the weights."""
+    tokenizer and cached in ``RUN/codes/`` under a name tied to the data and the weights; or
+    read from code shards when ``data`` names them (:func:`vqvae.code_shards.split_codes`)."""
+    shards = split_codes(data, split, run) if data is not None else None
+    if shards is not None:
+        return shards.codes, shards.labels
     config = read_config(run)
     path = codes_cache_path(run, split, (data or config["data"]["spec"], data_dir, split))
     if not path.exists():
-        dataset = run_data(run, data, data_dir, split, default_split=split)
-        # fp32: a prior's training data should be the exact codes, the same on any machine
-        codes = encode_images(load(run, device), dataset.images, device=device, precision="fp32")
-        save_codes(path, codes, config["model"]["codebook_size"], dataset.labels)
+        # streamed, one batch of images at a time; fp32: a prior's training data should be the
+        # exact codes, the same on any machine
+        file = concat_codes(list(encode_part(load, run, data, data_dir, split, device, "fp32", 0, 1)))
+        save_codes(path, file.codes, config["model"]["codebook_size"], file.labels)
     file = load_codes(path)
     return file.codes, file.labels
 

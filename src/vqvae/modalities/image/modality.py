@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from vqvae.autoencoder import MODELS
+from vqvae.code_shards import concat_codes
 from vqvae.data.errors import DataError
 from vqvae.modalities.base import Modality, Option
 from vqvae.modalities.image import evaluation, retrieval, stream
@@ -137,11 +138,12 @@ class ImageModality(Modality):
                                        bits_per_dim=bool(options.get("bits_per_dim")), prior=prior)
 
     def encode(self, run, *, data, data_dir, split, device, options) -> CodeFile:
-        dataset = evaluation.run_data(run, data, data_dir, split, default_split="train")
-        codes = evaluation.encode_images(self.load(run, device), dataset.images, device=device,
-                                         precision=options.get("precision", "auto"))
-        labels = dataset.labels if dataset.labels is not None else torch.full((len(codes),), -1)
-        return CodeFile(codes, labels)
+        return concat_codes(list(self.encode_part(run, data=data, data_dir=data_dir, split=split, device=device,
+                                                  options=options, rank=0, world=1)))
+
+    def encode_part(self, run, *, data, data_dir, split, device, options, rank, world, batch_size=256):
+        return evaluation.encode_part(self.load, run, data, data_dir, split, device,
+                                      options.get("precision", "auto"), rank, world, batch_size)
 
     def decode(self, run, codes: CodeFile, out: Path, *, device, options) -> str:
         images = evaluation.decode_codes(self.load(run, device), codes.codes, device=device)
@@ -149,7 +151,7 @@ class ImageModality(Modality):
         return f"wrote {len(images)} images and {grid}"
 
     def reconstruct(self, run, out: Path, *, data, data_dir, split, n, device) -> str:
-        images = evaluation.run_data(run, data, data_dir, split).images[:n]
+        images = evaluation.run_data(run, data, data_dir, split, limit=n).images[:n]
         return f"wrote {evaluation.reconstruction_grid(self.load(run, device), images, out, device)}"
 
     # ---------------------------------------------------------------- stage 2

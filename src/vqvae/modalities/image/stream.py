@@ -50,8 +50,8 @@ from vqvae.modalities.image.data import ImageData
 from vqvae.modalities.image.task import ImageTask, to_input
 from vqvae.train import LoopState
 
-__all__ = ["ShardStream", "StreamImageTask", "expand_shards", "is_shard_pattern", "read_samples",
-           "shard_info", "val_shards", "write_shards"]
+__all__ = ["ShardStream", "StreamImageTask", "expand_shards", "file_batches", "is_shard_pattern", "read_samples",
+           "shard_info", "shard_splits", "split_data", "split_shards", "val_shards", "write_shards"]
 
 _RANGE = re.compile(r"\{\d+\.\.\d+\}")
 _IMAGE_KEYS = ("png", "jpg", "jpeg", "webp", "bmp")
@@ -86,16 +86,32 @@ def expand_shards(pattern: str) -> list[str]:
 
 def val_shards(pattern: str) -> list[str]:
     """The validation shards beside ``pattern``: ``val-*.tar`` for ``train-{...}.tar``."""
+    return split_shards(pattern, "val")
+
+
+def split_shards(pattern: str, split: str) -> list[str]:
+    """The shards of ``split`` for the training pattern ``pattern``: the pattern's own files for
+    ``train``, else the ``val-*.tar`` or ``test-*.tar`` files beside them."""
+    if split == "train":
+        return expand_shards(pattern)
     directory, name = Path(pattern).parent, Path(pattern).name
     prefix = name.split("{", 1)[0]
     if "train" not in prefix:
-        raise DataError(f"cannot find validation shards for {pattern!r}: the held-out set is read from "
-                        f"the val-*.tar shards beside train-*.tar ones; name the shards as vqvae shard does")
-    found = sorted(str(p) for p in directory.glob(prefix.replace("train", "val", 1) + "*.tar"))
+        raise DataError(f"cannot find {split} shards for {pattern!r}: the {split} split is read from the "
+                        f"{split}-*.tar shards beside train-*.tar ones; name the shards as vqvae shard does")
+    found = sorted(str(p) for p in directory.glob(prefix.replace("train", split, 1) + "*.tar"))
     if not found:
-        raise DataError(f"no validation shards {directory / prefix.replace('train', 'val', 1)}*.tar beside "
-                        f"{pattern!r}: write them with vqvae shard (it writes train-*.tar and val-*.tar)")
+        raise DataError(f"no {split} shards {directory / prefix.replace('train', split, 1)}*.tar beside "
+                        f"{pattern!r}: write them with vqvae shard (it writes train-*.tar, val-*.tar and, "
+                        f"when the source has one, test-*.tar)")
     return found
+
+
+def shard_splits(pattern: str) -> tuple[str, ...]:
+    """The splits that shards beside ``pattern`` hold (``train`` and ``val``, and ``test`` when present)."""
+    prefix = Path(pattern).name.split("{", 1)[0]
+    test = "train" in prefix and any(Path(pattern).parent.glob(prefix.replace("train", "test", 1) + "*.tar"))
+    return ("train", "val", "test") if test else ("train", "val")
 
 
 def shard_info(pattern: str) -> dict:
@@ -146,19 +162,35 @@ def read_samples(shards: Sequence[str], limit: int | None = None) -> tuple[np.nd
     Returns:
         uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)`` (-1 where absent).
     """
-    images, labels = [], []
-    for sample in _raw_samples(shards):
-        if limit is not None and len(images) >= limit:
+    images, labels, need = [], [], limit
+    for batch, batch_labels in file_batches(shards, 1000 if limit is None else max(1, min(limit, 1000))):
+        images.append(batch[:need])
+        labels.append(batch_labels[:need])
+        need = None if need is None else need - len(images[-1])
+        if need == 0:
             break
-        pixels, label = _decode(sample)
-        if images and pixels.shape != images[0].shape:
-            raise DataError(f"sample {sample['__key__']!r} of {sample['__url__']} is {pixels.shape}, the "
-                            f"first is {images[0].shape}: shards must hold images of one size")
-        images.append(pixels)
-        labels.append(label)
     if not images:
         raise DataError(f"the shards {shards[0]}... hold no samples")
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def file_batches(shards: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The samples of the shards in file order, decoded ``batch_size`` at a time (the last batch
+    may be smaller): uint8 images ``(b, C, H, W)`` and int64 labels ``(b,)`` (-1 where absent)."""
+    images, labels, shape = [], [], None
+    for sample in _raw_samples(shards):
+        pixels, label = _decode(sample)
+        shape = shape or pixels.shape
+        if pixels.shape != shape:
+            raise DataError(f"sample {sample['__key__']!r} of {sample['__url__']} is {pixels.shape}, the "
+                            f"first is {shape}: shards must hold images of one size")
+        images.append(pixels)
+        labels.append(label)
+        if len(images) == batch_size:
+            yield np.stack(images), np.asarray(labels, dtype=np.int64)
+            images, labels = [], []
+    if images:
+        yield np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -307,11 +339,16 @@ def _png(pixels: np.ndarray) -> bytes:
 
 def shard_val_data(pattern: str, limit: int) -> ImageData:
     """The held-out set of a shard run: the first ``limit`` samples of its ``val-*.tar`` shards."""
-    images, labels = read_samples(val_shards(pattern), limit)
+    return split_data(pattern, "val", limit)
+
+
+def split_data(pattern: str, split: str, limit: int | None = None) -> ImageData:
+    """The first ``limit`` samples (all: None) of a split of shard data, in file order, in memory."""
+    images, labels = read_samples(split_shards(pattern, split), limit)
     classes = tuple(shard_info(pattern).get("classes", ()))
     keep = labels if classes and labels.min() >= 0 else None
     return ImageData(torch.from_numpy(images), None if keep is None else torch.from_numpy(keep), classes,
-                     f"shards {pattern}", "val")
+                     f"shards {pattern}", split)
 
 
 class StreamImageTask(ImageTask):
