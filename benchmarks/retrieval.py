@@ -60,11 +60,11 @@ TRAIN = {
 TARGET = {"mnist": ("results", "pixels"), "cifar10": ("results", "pixels"), "fsdd": ("results_cross_speaker", "log_mel")}
 VARIANTS = {  # questioning the defaults: each changes one setting of Settings()
     "ngram_n1": {"ngram": 1}, "ngram_n2": {"ngram": 2}, "ngram_n3": {"ngram": 3},
-    "ngram_rerank0": {"rerank": 0}, "ngram_rerank30": {"rerank": 30}, "ngram_rerank100": {"rerank": 100},
-    "ngram_rerank1000": {"rerank": 1000}, "ngram_raw_tf": {"sublinear_tf": False},
-    "ngram_unpositional": {"positional": False}, "ngram_shift1": {"shift": 1},
+    "ngram_rerank0": {"rerank": 0}, "ngram_rerank100": {"rerank": 100}, "ngram_rerank300": {"rerank": 300},
+    "ngram_raw_tf": {"sublinear_tf": False}, "ngram_unpositional": {"positional": False},
+    "ngram_shift0": {"shift": 0}, "ngram_shift1": {"shift": 1},
 }
-GRID_ONLY = {"ngram_unpositional", "ngram_shift1"}  # no-ops on audio rows (never positional, warped)
+GRID_ONLY = {"ngram_unpositional", "ngram_shift0", "ngram_shift1"}  # no-ops on audio rows (never positional, warped)
 
 
 # ------------------------------------------------------------------ quality
@@ -87,7 +87,7 @@ def quality(name: str, run: Path, train: bool) -> dict:
     for variant, change in VARIANTS.items():
         if variant in GRID_ONLY and not index.base.fixed:
             continue
-        settings = dataclasses.replace(Settings(), **change)
+        settings = dataclasses.replace(index.settings, **change)  # the default's settings, its shift as chosen
         other = Index.from_items(database, settings, modality=index.modality, run=run)
         variants[variant] = {"change": change, **evaluate_index(other, queries, ("ngram",))[_section(name)]["ngram"]}
     section, baseline = TARGET[name]
@@ -97,7 +97,7 @@ def quality(name: str, run: Path, train: bool) -> dict:
         "command": f"vqvae train {' '.join(TRAIN[name])} --out {run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}",
         "tokenizer_steps": max(steps), "codebook_size": config["model"]["codebook_size"],
         "database": len(index), "queries": len(queries), "query_split": "val", "index_build_s": build_s,
-        **report, "variants_of_ngram": variants,
+        "shift_tuning": index.manifest["tuning"].get("shift"), **report, "variants_of_ngram": variants,
         "target": f"default {section}.{report['default']}.precision_at_10 >= {section}.{baseline}.precision_at_10",
         "target_met": report[section][report["default"]]["precision_at_10"] >= report[section][baseline]["precision_at_10"],
     }

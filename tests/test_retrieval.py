@@ -320,3 +320,36 @@ def test_speech_search_and_cross_speaker_evaluation(speech_index, fsdd_mini, tmp
     capsys.readouterr()
     assert main(["search", str(folder), str(png)]) == 2
     assert "not a WAV file" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the re-ranking's shift, chosen by the items' labels
+
+
+def shifted_items(n_per_class: int, seed: int, classes: int = 4, k: int = 32) -> RetrievalItems:
+    """Each item is its class's 6x6 prototype moved by up to one position along each axis."""
+    items = synthetic_items(n_per_class, seed, classes, k, shape=(6, 6))
+    rng = np.random.default_rng(seed)
+    prototypes = np.random.default_rng(5).integers(0, k, (classes, 6, 6))
+    labels = items.labels
+    grids = np.stack([np.roll(prototypes[c], tuple(rng.integers(-1, 2, 2)), axis=(0, 1)) for c in labels])
+    items.codes = CodeFile(torch.from_numpy(grids), torch.from_numpy(labels))
+    return items
+
+
+def test_the_shift_is_chosen_by_the_items_labels_and_kept_in_the_manifest(tmp_path):
+    index = CoreIndex.from_items(shifted_items(40, 0))
+    tuning = index.manifest["tuning"]["shift"]
+    scores = tuning["precision_at_10"]
+    assert scores["1"] > scores["0"] and tuning["chosen"] == 1 == index.settings.shift  # moved copies match
+    assert tuning["queries"] == 80  # half the items play the queries, at most 500
+    index.save(tmp_path / "index")
+    assert CoreIndex.load(tmp_path / "index").settings.shift == 1
+    fixed = CoreIndex.from_items(shifted_items(40, 0), Settings(shift=0))
+    assert fixed.settings.shift == 0 and fixed.manifest["tuning"] == {}  # a given shift is kept, not tuned
+
+
+def test_without_labels_the_shift_is_zero():
+    items = synthetic_items(10, 0)
+    items.codes = CodeFile(items.codes.codes, torch.full((len(items.codes.codes),), -1))
+    index = CoreIndex.from_items(items)
+    assert index.settings.shift == 0 and "no labels" in index.manifest["tuning"]["shift"]["reason"]

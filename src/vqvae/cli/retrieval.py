@@ -27,6 +27,10 @@ def add_retrieval_commands(sub) -> None:
                         "image grids, 2 on audio rows)")
     p.add_argument("--rerank", type=int, default=Settings.rerank,
                    help=f"ngram representation: candidates re-ranked by aligned code distance (default {Settings.rerank})")
+    p.add_argument("--shift", type=int, default=Settings.shift,
+                   help="ngram representation on image grids: how many latent positions a code may move to match "
+                        "in the re-ranking (default: 0 or 1, whichever finds more same-label neighbours among the "
+                        "indexed items themselves; 0 without labels)")
     p.add_argument("--batch-size", type=int, default=256, help="items encoded at once (default 256)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_index)
@@ -60,7 +64,7 @@ def add_retrieval_commands(sub) -> None:
 def _index(args: argparse.Namespace) -> str:
     from vqvae.modalities.retrieval import Index
 
-    settings = Settings(default=args.default, ngram=args.ngram, rerank=args.rerank)
+    settings = Settings(default=args.default, ngram=args.ngram, rerank=args.rerank, shift=args.shift)
     index = Index.build(args.run, args.data, data_dir=args.data_dir, split=args.split, device=args.device,
                         settings=settings, batch_size=args.batch_size)
     out = index.save(args.out)

@@ -10,6 +10,7 @@ tokenizer are refused.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from vqvae.retrieval.store import (
     read_manifest,
     write_index_folder,
 )
+from vqvae.retrieval.tuning import choose_shift
 from vqvae.runs import CodeFile
 
 __all__ = ["Index", "RetrievalModality", "SearchResults", "TokenizerMismatch"]
@@ -131,6 +133,12 @@ class Index:
         base = CodeBase(grids.astype(np.int16 if k <= 32768 else np.int32), items.codebook.astype(np.float32),
                         fixed=items.codes.lengths is None)
         built = {name: reps.build(name, base, settings) for name in REPRESENTATIONS}
+        tuning = {}
+        if settings.shift is None:  # chosen from the items' own labels, then fixed in the manifest
+            shift, tuning["shift"] = choose_shift(built["ngram"], items.labels)
+            settings = dataclasses.replace(settings, shift=shift)
+            for representation in built.values():
+                representation.settings = settings
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "modality": getattr(modality, "name", None),
@@ -139,7 +147,8 @@ class Index:
             "codebook_size": k, "code_shape": list(grids.shape[1:]), "fixed_shape": base.fixed,
             "data": data or {}, "items": len(items), "baseline": items.baseline_name,
             "classes": list(items.classes), "speakers": list(items.speaker_names),
-            "settings": settings.to_dict(), "engines": {"pooled": built["pooled"].engine.describe()},
+            "settings": settings.to_dict(), "tuning": tuning,
+            "engines": {"pooled": built["pooled"].engine.describe()},
         }
         vectors = {"codebook": items.codebook, "continuous": items.continuous, "baseline": items.baseline}
         return cls(manifest, items.codes, items.ids, items.paths, built, base, modality, vectors)

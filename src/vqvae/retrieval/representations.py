@@ -53,7 +53,8 @@ class Settings:
             shape, off for rows of different lengths (audio).
         rerank: candidates of the ``ngram`` stage re-ordered by aligned code distance (0: none).
         shift: on fixed-shape grids, how far (in latent positions) a code may move to match
-            in the re-ranking distance (:func:`~vqvae.retrieval.rerank.rerank_scores`).
+            in the re-ranking distance (:func:`~vqvae.retrieval.rerank.rerank_scores`); None:
+            chosen when the index is built, from its items' labels (:mod:`vqvae.retrieval.tuning`).
         dense: the faiss index of ``pooled``.
     """
 
@@ -61,14 +62,14 @@ class Settings:
     sublinear_tf: bool = True
     ngram: int | None = None
     positional: bool | None = None
-    rerank: int = 300
-    shift: int = 0
+    rerank: int = 1000
+    shift: int | None = None
     dense: DenseSettings = field(default_factory=DenseSettings)
 
     def __post_init__(self) -> None:
         if self.default not in REPRESENTATIONS:
             raise RetrievalError(f"unknown representation {self.default!r}: choose one of {', '.join(REPRESENTATIONS)}")
-        if (self.ngram is not None and self.ngram < 1) or self.rerank < 0 or self.shift < 0:
+        if (self.ngram is not None and self.ngram < 1) or self.rerank < 0 or (self.shift is not None and self.shift < 0):
             raise RetrievalError(f"ngram must be >= 1, rerank and shift >= 0, got {self.ngram}, {self.rerank} "
                                  f"and {self.shift}")
 
@@ -176,12 +177,15 @@ class CodeNgrams:
         counts, _ = token_counts(rows, tokens, len(grids), self.vocabulary)
         return tfidf(counts, self.idf, self.settings.sublinear_tf)
 
-    def search(self, grids: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, grids: np.ndarray, k: int, exclude: np.ndarray | None = None,
+               shift: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``shift``: the re-ranking's, for this search only (default: the settings')."""
         depth = max(k, self.settings.rerank)
         scores, rows = self.engine.search(self.vectors(grids), depth, exclude)
         if not self.settings.rerank:
             return scores[:, :k], rows[:, :k]
-        return rerank(self.base, grids, rows, k, self.settings.shift)
+        shift = self.settings.shift if shift is None else shift
+        return rerank(self.base, grids, rows, k, shift or 0)
 
     def state(self) -> dict[str, np.ndarray]:
         return {**_sparse_arrays(self.engine.matrix), "idf": self.idf, "vocabulary": self.vocabulary}
