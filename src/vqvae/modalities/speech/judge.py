@@ -4,12 +4,14 @@ The speech experiment of the VQ-VAE paper (§4.3) asks whether a decoded clip st
 the same word and sounds like the same speaker. On the Free Spoken Digit Dataset that is
 two classifiers of real recordings: a *digit* classifier (10 classes) and a *speaker*
 classifier (6 classes). Both are the same :class:`AudioClassifier`
-(:mod:`~vqvae.modalities.speech.judge_net`), trained on randomly altered clips
-(:mod:`~vqvae.modalities.speech.augment`) in batches of similar length.
+(:mod:`~vqvae.modalities.speech.judge_net`), trained on randomly altered clips in batches
+of similar length. How they are altered is a :class:`~vqvae.modalities.speech.augment.Recipe`:
+``"basic"`` (shift, noise, low-pass, gain) or the robust ``"digit"`` and ``"speaker"``
+recipes that also change speed, pitch or tempo and pad with silence (issue 18).
 
 A classifier is trained once and cached in a folder of its own (``config.json`` +
-``model.safetensors``, see :func:`cached_audio_classifier`). Training, prediction and the
-cache are the shared ones of :mod:`vqvae.judges`, whose
+``model.safetensors``, see :func:`cached_audio_classifier`); the cache key covers the
+recipe. Training, prediction and the cache are the shared ones of :mod:`vqvae.judges`, whose
 :func:`~vqvae.judges.frechet_distance` also applies to :func:`audio_features`.
 
 Shapes: B batch, T samples, N clips, F feature width.
@@ -32,7 +34,7 @@ from vqvae.judges import (
     predict_batches,
     train_judge,
 )
-from vqvae.modalities.speech.augment import augment
+from vqvae.modalities.speech.augment import BASIC, Recipe, augment, get_recipe
 from vqvae.modalities.speech.judge_net import AudioClassifier, check_waveforms, pad_batch
 from vqvae.modalities.speech.mel import log_mel
 
@@ -79,9 +81,21 @@ def _batches(lengths: Tensor, batch_size: int, generator: torch.Generator) -> It
             yield batches[i]
 
 
-def _fingerprint(clips: Sequence[Tensor], labels: Tensor, sample_rate: int) -> str:
-    """SHA-256 of the training set; the same bytes as before :mod:`vqvae.judges` existed,
-    so classifiers cached in older run directories still match."""
+# Every classifier was trained with this recipe before recipes existed; with it the
+# fingerprint hashes the data alone, the same bytes as before, so classifiers cached in
+# older run directories still match. Any other recipe, or this one edited, adds its
+# signature and so retrains.
+_ORIGINAL_RECIPE = (
+    '{"lowpass_hz": [1500.0, 3500.0], "lowpass_p": 0.5, "max_change": 0.15, "max_gain_db": 6.0, '
+    '"max_pad": 0.0, "max_shift": 0.1, "name": "basic", "pad_p": 0.0, "pitch_p": 0.0, '
+    '"snr_db": [15.0, 45.0], "speed_p": 0.0, "tempo_p": 0.0}'
+)
+
+
+def _fingerprint(
+    clips: Sequence[Tensor], labels: Tensor, sample_rate: int, recipe: Recipe = BASIC
+) -> str:
+    """SHA-256 of the training set and the augmentation recipe."""
 
     def parts() -> Iterator[str | Tensor]:
         yield f"{sample_rate} {len(clips)} {tuple(labels.shape)}"
@@ -89,6 +103,8 @@ def _fingerprint(clips: Sequence[Tensor], labels: Tensor, sample_rate: int) -> s
             yield str(clip.shape[0])
             yield clip.float()
         yield labels
+        if recipe.signature() != _ORIGINAL_RECIPE:
+            yield "recipe " + recipe.signature()
 
     return fingerprint(parts())
 
@@ -106,15 +122,18 @@ def train_audio_classifier(
     time_budget: float | None = None,
     device: str | torch.device = "cpu",
     width: int = 64,
+    recipe: Recipe | str = BASIC,
 ) -> AudioClassifier:
     """Train an :class:`AudioClassifier` on real recordings with Adam and a cosine lr.
 
     Each step draws a batch of clips of similar length (see :func:`_batches`), augments
-    every clip -- a random shift or crop of up to 0.1 s at each end, white noise 15-45 dB
-    below the clip, half of the time a low-pass at 1.5-3.5 kHz, and a gain of ±6 dB -- so
-    that the classifier still recognises the content of degraded (reconstructed, vocoded,
-    muffled) audio, pads them and takes one cross-entropy step
-    (:func:`vqvae.judges.train_judge`). On the CPU, with a fixed number of threads, the
+    every clip as ``recipe`` says (:func:`~vqvae.modalities.speech.augment.augment`) --
+    with the basic recipe a random shift or crop of up to 0.1 s at each end, white noise
+    15-45 dB below the clip, half of the time a low-pass at 1.5-3.5 kHz, and a gain of
+    ±6 dB, so that the classifier still recognises the content of degraded
+    (reconstructed, vocoded, muffled) audio; the ``"digit"`` recipe adds speed, pitch and
+    tempo changes of up to 15 % and silence, so that it hears words rather than voices --
+    pads them and takes one cross-entropy step (:func:`vqvae.judges.train_judge`). On the CPU, with a fixed number of threads, the
     result depends only on the arguments (``seed`` fixes the initial weights, batches and
     augmentation; the global RNG is left untouched) unless ``time_budget`` stops training
     early.
@@ -131,17 +150,23 @@ def train_audio_classifier(
         time_budget: stop after this many seconds even if fewer than ``steps`` ran.
         device: where to train; the model is returned there.
         width: network size, see :class:`AudioClassifier`.
+        recipe: the augmentation, a :class:`~vqvae.modalities.speech.augment.Recipe` or
+            the name of one (``"basic"``, ``"digit"``, ``"speaker"``). The basic recipe is
+            the default because it assumes nothing about the labels; a speed or pitch
+            change would blur speaker labels.
 
     Returns:
         The classifier in eval mode, with ``train_settings`` recording the arguments,
-        the steps actually run, the seconds taken and a fingerprint of the data.
+        the steps actually run, the seconds taken, the recipe and a fingerprint of the
+        data and recipe.
     """
+    recipe = get_recipe(recipe)
     clips = [c.detach().float().cpu() for c in check_waveforms(waveforms)]
     check_labels(labels, len(clips), num_classes, per="clip")
     lengths = torch.tensor([c.shape[0] for c in clips])  # (N,)
 
     def inputs(index: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return augment([clips[i] for i in index], sample_rate, generator)  # (B, 1, T), (B,)
+        return augment([clips[i] for i in index], sample_rate, generator, recipe)  # (B, 1, T), (B,)
 
     return train_judge(
         lambda: AudioClassifier(num_classes, sample_rate, width=width),
@@ -156,7 +181,8 @@ def train_audio_classifier(
         device=device,
         record={
             "train_clips": len(clips),
-            "data_sha256": _fingerprint(clips, labels, sample_rate),
+            "recipe": recipe.name,
+            "data_sha256": _fingerprint(clips, labels, sample_rate, recipe),
         },
     )
 
@@ -258,7 +284,8 @@ def cached_audio_classifier(
     """The classifier saved in ``folder`` if it fits this data, else a freshly trained one.
 
     A saved classifier is reused when its class count and sample rate (and ``width``
-    when given) and the fingerprint of its training clips and labels match; otherwise
+    when given) and the fingerprint of its training clips, labels and augmentation
+    recipe (``train_kwargs["recipe"]``, default basic) match; otherwise
     one is trained with :func:`train_audio_classifier` (``train_kwargs`` go there),
     scored on the validation clips if given, and saved to ``folder``, replacing the old
     one. A corrupt saved classifier raises :class:`~vqvae.checkpoint.CheckpointError`.
@@ -277,12 +304,13 @@ def cached_audio_classifier(
     if "width" in train_kwargs:
         wanted["width"] = int(train_kwargs["width"])
     device = train_kwargs.get("device", "cpu")
+    recipe = get_recipe(train_kwargs.get("recipe", BASIC))
     return cached_judge(
         folder,
         KIND,
         AudioClassifier,
         wanted,
-        _fingerprint(clips, labels, sample_rate),
+        _fingerprint(clips, labels, sample_rate, recipe),
         lambda: train_audio_classifier(clips, labels, num_classes, **train_kwargs),
         None if val_waveforms is None else (
             lambda model: audio_accuracy(model, val_waveforms, val_labels, device=device)
