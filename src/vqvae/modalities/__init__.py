@@ -17,6 +17,7 @@ from vqvae.checkpoint import CheckpointError, load_model
 from vqvae.modalities.base import Modality, Option
 from vqvae.modalities.image import ImageModality
 from vqvae.modalities.speech import SpeechModality
+from vqvae.modalities.video import VideoModality
 from vqvae.priors.training import build_prior
 from vqvae.runs import read_config
 
@@ -25,6 +26,7 @@ __all__ = ["MODALITIES", "Modality", "Option", "detect", "load", "modality_of"]
 MODALITIES: dict[str, Modality] = {
     "image": ImageModality(),
     "speech": SpeechModality(),
+    "video": VideoModality(),
 }
 
 
