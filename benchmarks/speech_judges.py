@@ -1,4 +1,4 @@
-"""Benchmark: the speech judges, lenient (the original recipe) against robust (issue 18).
+"""Benchmark: the speech judges, lenient (the original recipe) against robust.
 
 Both sets of judges -- a digit and a speaker classifier each, trained on the run's real
 training audio by ``vqvae evaluate``'s own path (:func:`speech_judges`, cached in the

@@ -1,4 +1,4 @@
-"""Benchmark: video, the issue's targets (``--quality``) and the 3-D prior's sampling speed
+"""Benchmark: video, the quality targets (``--quality``) and the 3-D prior's sampling speed
 (``--speed``).
 
 **Quality** (``--quality --dataset doom|moving-mnist``): the exact commands, run in this

@@ -5,7 +5,7 @@ judge learns from; the basic alterations (a shift or crop at each end, white noi
 low-pass, a gain) teach it to recognise the content anyway. That is not enough for a
 judge of *words*: trained on six voices, a digit classifier can lean on one speaker's
 formants, and then it hears the digit in a conversion that only sounds like it. The
-robust recipes (issue 18) add what changes a voice but not a word -- a speed change
+robust recipes add what changes a voice but not a word -- a speed change
 (tempo and every frequency scaled together, as a shorter or longer vocal tract does),
 a pitch change at constant tempo, a tempo change at constant pitch -- and silence at
 both ends. A speaker judge gets only the tempo change and the silence: the timing of a

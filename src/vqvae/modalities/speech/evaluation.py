@@ -4,7 +4,7 @@ score real, reconstructed, converted and sampled clips.
 Two sets of judges (:data:`JUDGES`): the ``robust`` ones, the default, are trained with
 speed, pitch and tempo changes and silence padding (the digit judge) or tempo changes and
 padding (the speaker judge), so that the digit judge hears words rather than one speaker's
-formants (issue 18); the ``lenient`` ones are the original recipe (shift, noise, low-pass,
+formants; the ``lenient`` ones are the original recipe (shift, noise, low-pass,
 gain), kept to compare with figures measured before.
 """
 

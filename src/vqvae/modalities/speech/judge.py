@@ -7,7 +7,7 @@ classifier (6 classes). Both are the same :class:`AudioClassifier`
 (:mod:`~vqvae.modalities.speech.judge_net`), trained on randomly altered clips in batches
 of similar length. How they are altered is a :class:`~vqvae.modalities.speech.augment.Recipe`:
 ``"basic"`` (shift, noise, low-pass, gain) or the robust ``"digit"`` and ``"speaker"``
-recipes that also change speed, pitch or tempo and pad with silence (issue 18).
+recipes that also change speed, pitch or tempo and pad with silence.
 
 A classifier is trained once and cached in a folder of its own (``config.json`` +
 ``model.safetensors``, see :func:`cached_audio_classifier`); the cache key covers the
