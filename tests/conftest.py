@@ -63,3 +63,15 @@ def fsdd_mini(tmp_path_factory):
             if digit in "01" and speaker in ("george", "theo") and int(take) in (5, 6, 7, 10, 11, 12, 13):
                 (root / name).write_bytes(tar.extractfile(member).read())
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    tiny models run fastest so, and do not spin-wait for a busy second core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

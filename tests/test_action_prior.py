@@ -28,12 +28,7 @@ STEP = 9  # positions per time step
 TINY = {"width": 32, "depth": 2, "heads": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is fastest, and stable under load
 
 
 def prior(shape=SHAPE, **settings) -> TransformerPrior:

@@ -12,13 +12,7 @@ H, W, D = 6, 7, 3
 TINY = {"width": 8, "depth": 3, "kernel_size": 3, "first_kernel_size": 5, "head_width": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine their spinning costs 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is fastest, and stable under load
 
 
 def decoder(channels: int = 1, params: int = 4, **settings) -> PixelCNNDecoder:

@@ -19,15 +19,7 @@ from vqvae.modalities.image.judge import (
     train_classifier,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a shared 2-core machine a second OpenMP thread mostly spins waiting for a
-    stolen core, which made training here several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is fastest, and stable under load
 
 
 # ------------------------------------------------------------------ training on digits

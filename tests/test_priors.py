@@ -45,13 +45,7 @@ def transformer(shape=(4, 5), **settings) -> TransformerPrior:
 PRIORS = {"pixelcnn": pixelcnn, "transformer": transformer}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: waking a second thread per op costs more than it saves (10x on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is fastest, and stable under load
 
 
 def sharpened(model: torch.nn.Module) -> torch.nn.Module:

@@ -26,14 +26,7 @@ from vqvae.modalities.speech.judge import (
     train_audio_classifier,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a shared 2-core machine a second OpenMP thread mostly waits for a stolen core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is fastest, and stable under load
 
 
 SR = 8000

@@ -33,12 +33,7 @@ from vqvae.modalities.speech.judge import (
 SR = 8000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is fastest, and stable under load
 
 
 def _sine(f: float, n: int, amplitude: float = 0.5) -> torch.Tensor:

@@ -14,12 +14,7 @@ TINY = {"in_channels": 1, "hidden": 8, "res_hidden": 4, "residual_blocks": 1, "c
         "code_dim": 4, "spatial_dims": 3, "kmeans_init": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is fastest, and stable under load
 
 
 @pytest.mark.parametrize("time_downsamples, latent", [(1, (8, 16, 16)), (None, (4, 16, 16)), (0, (16, 16, 16)),

@@ -24,14 +24,7 @@ TINY = ["--frames", "4", "--precision", "fp32", "--hidden", "16", "--res-hidden"
 PRIOR = ["--arch", "transformer", "--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "8"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: position-by-position sampling runs thousands of tiny ops, which a second
-    thread only slows down when other processes share the cores (it spin-waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: one thread is fastest, and stable under load
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
