@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             message = args.func(args)
         if message:
             say(message)
+        distributed.barrier()  # no rank tears the process group down while a peer still uses it
     except TrainingInterrupted as exc:
         say(str(exc), sys.stderr)
         return 130
