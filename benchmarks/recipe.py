@@ -1,21 +1,39 @@
-"""Benchmark: the training recipe (schedule, peak rate, warm-up) on the CIFAR-10 tokenizer.
+"""Benchmark: the training recipe (schedule, peak rate, warm-up) on the documented commands.
 
-Runs the documented CIFAR-10 command once per variant, each variant adding its flags,
-then ``vqvae evaluate`` on the held-out split (the fixed 10 % of the training archive that
-the loader holds out), and records NMSE, perplexity and the steps taken::
+Each task runs its exact command once per variant and seed, the variant adding its flags,
+and scores the result on held-out data:
 
-    vqvae train --data ../shared/data/cifar10/cifar10-train-jpeg.tar.gz --image-size 32 \\
-        --hidden 128 --res-hidden 32 --codebook-size 512 --code-dim 64 --quantizer ema \\
-        --batch-size 128 --time-budget 10 --seed 0 [variant flags]
+* ``cifar``: the CIFAR-10 tokenizer, then ``vqvae evaluate`` (NMSE, perplexity) on the fixed
+  10 % of the training archive the loader holds out::
 
-``--max-steps N`` replaces the time budget by a fixed step count: a comparison at equal
-steps does not depend on how busy the machine is (the 10-minute budget buys about 4,500
-steps on an idle 2-core machine of this kind).
+      vqvae train --data ../shared/data/cifar10/cifar10-train-jpeg.tar.gz --image-size 32 \\
+          --hidden 128 --res-hidden 32 --codebook-size 512 --code-dim 64 --quantizer ema \\
+          --batch-size 128 --time-budget 10 --seed S [variant flags]
 
-    python benchmarks/recipe.py --variants paper cosine-1e-3 --max-steps 1500
-    python benchmarks/recipe.py --time-budget 10            # the exact command, every variant
+* ``mnist-prior``: one MNIST tokenizer per seed with the defaults of the day
+  (``vqvae train --data mnist --data-dir ../shared/data/mnist --image-size 28 --time-budget 6
+  --seed S``), then per variant ``vqvae train-prior RUN --arch transformer --time-budget 8
+  --seed S [variant flags]`` and ``vqvae evaluate-samples RUN`` (label accuracy, Fréchet
+  distance of 100 samples per digit against 1,000 held-out digits).
 
-Results go to ``benchmarks/results/recipe.json`` (merged by variant and setting).
+* ``fsdd``: the speech tokenizer, ``vqvae train --data fsdd --data-dir ../shared/data/fsdd
+  --time-budget 15 --seed S [variant flags]``, then ``vqvae evaluate`` with the robust judges
+  (digit kept and target speaker heard in 1,500 conversions of held-out clips). The judges
+  depend on the training clips only (their cache is keyed by a fingerprint of the clips,
+  labels and recipe), so ``--judges FOLDER`` copies already trained ones into each run
+  instead of training them again (about 9 minutes a run).
+
+``--max-steps N`` replaces the time budget of the trained model by a fixed step count: a
+comparison at equal steps does not depend on how busy the machine is (the CIFAR-10 budget
+buys about 4,500 steps on an idle 2-core machine of this kind). Time budgets are only
+comparable on an otherwise idle machine; every row records the load average.
+
+    python benchmarks/recipe.py --task cifar --variants paper cosine-1e-3 --max-steps 1500
+    python benchmarks/recipe.py --task cifar --variants paper cosine-1e-3    # the exact command
+    python benchmarks/recipe.py --task mnist-prior --variants constant cosine
+    python benchmarks/recipe.py --task fsdd --seeds 0 1 --judges runs/judges/fsdd/classifiers
+
+Results go to ``benchmarks/results/recipe.json`` (rows merged by task, variant, limit, seed).
 """
 
 from __future__ import annotations
@@ -23,67 +41,153 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import machine_info, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("VQVAE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "cifar10" / "cifar10-train-jpeg.tar.gz"
-COMMAND = ["--image-size", "32", "--hidden", "128", "--res-hidden", "32", "--codebook-size", "512",
-           "--code-dim", "64", "--quantizer", "ema", "--batch-size", "128"]
-VARIANTS = {
-    "paper": ["--schedule", "constant", "--lr", "2e-4"],
-    "cosine-5e-4": ["--schedule", "cosine", "--lr", "5e-4", "--warmup", "100"],
-    "cosine-1e-3": ["--schedule", "cosine", "--lr", "1e-3", "--warmup", "100"],
-    "cosine-2e-3": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200"],
-    "linear-1e-3": ["--schedule", "linear", "--lr", "1e-3", "--warmup", "100"],
-}
+SHARED = Path(os.environ.get("VQVAE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+VQVAE = [sys.executable, "-m", "vqvae"]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "recipe.json"
 
 
-def run_variant(name: str, limit: list[str], seed: int, runs: Path) -> dict:
-    run = runs / f"{name}-seed{seed}-{'-'.join(limit).lstrip('-')}"
-    vqvae = [sys.executable, "-m", "vqvae"]
-    start = time.monotonic()
-    subprocess.run([*vqvae, "train", "--data", str(DATA), *COMMAND, *limit, "--seed", str(seed),
-                    *VARIANTS[name], "--out", str(run), "--force", "--no-progress"], check=True)
-    seconds = time.monotonic() - start
-    report = run / "eval.json"
-    subprocess.run([*vqvae, "evaluate", str(run), "--json", str(report)], check=True, capture_output=True)
-    metrics = json.loads(report.read_text())
+@dataclass(frozen=True)
+class Task:
+    command: list[str]  # the documented command, without --seed and the variant's flags
+    budget: float  # minutes of the trained model's --time-budget
+    variants: dict[str, list[str]]
+    data: Path  # what must exist to run
+
+
+TASKS = {
+    "cifar": Task(
+        ["train", "--data", str(SHARED / "cifar10" / "cifar10-train-jpeg.tar.gz"), "--image-size", "32",
+         "--hidden", "128", "--res-hidden", "32", "--codebook-size", "512", "--code-dim", "64",
+         "--quantizer", "ema", "--batch-size", "128"],
+        10.0,
+        {"paper": ["--schedule", "constant", "--lr", "2e-4", "--warmup", "0"],
+         "cosine-5e-4": ["--schedule", "cosine", "--lr", "5e-4", "--warmup", "100"],
+         "cosine-1e-3": ["--schedule", "cosine", "--lr", "1e-3", "--warmup", "100"],
+         "cosine-2e-3": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200"],
+         "cosine-4e-3": ["--schedule", "cosine", "--lr", "4e-3", "--warmup", "200"],
+         "linear-1e-3": ["--schedule", "linear", "--lr", "1e-3", "--warmup", "100"],
+         "defaults": []},
+        SHARED / "cifar10" / "cifar10-train-jpeg.tar.gz"),
+    "mnist-prior": Task(
+        ["train-prior", "{run}", "--arch", "transformer"],
+        8.0,
+        {"constant": ["--schedule", "constant", "--lr", "2e-3", "--warmup", "100"],
+         "cosine": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "100"],
+         "cosine-3e-3": ["--schedule", "cosine", "--lr", "3e-3", "--warmup", "100"],
+         "defaults": []},
+        SHARED / "mnist"),
+    "fsdd": Task(
+        ["train", "--data", "fsdd", "--data-dir", str(SHARED / "fsdd")],
+        15.0,
+        {"constant-1e-3": ["--schedule", "constant", "--lr", "1e-3", "--warmup", "0"],
+         "cosine-1e-3": ["--schedule", "cosine", "--lr", "1e-3", "--warmup", "100"],
+         "cosine-2e-3": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200"],
+         "defaults": []},
+        SHARED / "fsdd"),
+}
+MNIST_TOKENIZER = ["train", "--data", "mnist", "--data-dir", str(SHARED / "mnist"), "--image-size", "28",
+                   "--time-budget", "6"]
+
+
+def vqvae(*args: str, quiet: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([*VQVAE, *args], check=True, capture_output=quiet, text=True)
+
+
+def last_step(run: Path) -> int:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    steps = max(r["step"] for r in records)
-    return {"variant": name, "flags": VARIANTS[name], "limit": limit, "seed": seed, "steps": steps,
-            "load_average": os.getloadavg()[0],
-            "train_seconds": round(seconds, 1), "split": metrics["split"], "nmse": metrics["nmse"],
-            "psnr": metrics["psnr"], "perplexity": metrics["perplexity"], "codes_used": metrics["codes_used"]}
+    return max(r["step"] for r in records)
+
+
+def train(command: list[str], limit: list[str], seed: int, flags: list[str], out: list[str]) -> float:
+    start = time.monotonic()
+    vqvae(*command, *limit, "--seed", str(seed), *flags, *out, "--force", "--no-progress")
+    return round(time.monotonic() - start, 1)
+
+
+def run_cifar(task: Task, name: str, limit: list[str], seed: int, runs: Path, judges: Path | None) -> dict:
+    run = runs / f"cifar-{name}-seed{seed}-{'-'.join(limit).lstrip('-')}"
+    seconds = train(task.command, limit, seed, task.variants[name], ["--out", str(run)])
+    vqvae("evaluate", str(run), "--json", str(run / "eval.json"), quiet=True)
+    m = json.loads((run / "eval.json").read_text())
+    return {"steps": last_step(run), "train_seconds": seconds, "split": m["split"], "nmse": m["nmse"],
+            "psnr": m["psnr"], "perplexity": m["perplexity"], "codes_used": m["codes_used"]}
+
+
+def run_mnist_prior(task: Task, name: str, limit: list[str], seed: int, runs: Path, judges: Path | None) -> dict:
+    tokenizer = runs / f"mnist-tokenizer-seed{seed}"
+    if not (tokenizer / "model.safetensors").exists():  # one tokenizer a seed, shared by the variants
+        train(MNIST_TOKENIZER, [], seed, [], ["--out", str(tokenizer)])
+        vqvae("evaluate", str(tokenizer), "--json", str(tokenizer / "eval.json"), quiet=True)
+    tokenizer_nmse = json.loads((tokenizer / "eval.json").read_text())["nmse"]
+    prior = f"transformer-{name}-{'-'.join(limit).lstrip('-')}"
+    command = [part.replace("{run}", str(tokenizer)) for part in task.command]
+    seconds = train(command, limit, seed, task.variants[name], ["--name", prior])
+    report = tokenizer / f"samples-{prior}.json"
+    vqvae("evaluate-samples", str(tokenizer), "--prior", prior, "--json", str(report), quiet=True)
+    m = json.loads(report.read_text())
+    return {"tokenizer_steps": last_step(tokenizer), "tokenizer_nmse": tokenizer_nmse, "steps": last_step(tokenizer / "priors" / prior),
+            "train_seconds": seconds, "label_accuracy": m["label_accuracy"],
+            "frechet_distance": m["frechet_distance"], "guidance": m["guidance"],
+            "real_vs_real_frechet_distance": m["frechet_distance_real_train_vs_held_out"]}
+
+
+def run_fsdd(task: Task, name: str, limit: list[str], seed: int, runs: Path, judges: Path | None) -> dict:
+    run = runs / f"fsdd-{name}-seed{seed}-{'-'.join(limit).lstrip('-')}"
+    seconds = train(task.command, limit, seed, task.variants[name], ["--out", str(run)])
+    if judges is not None:
+        for judge in ("digit", "speaker"):
+            shutil.copytree(judges / judge, run / "classifiers" / judge, dirs_exist_ok=True)
+    vqvae("evaluate", str(run), "--json", str(run / "eval.json"), quiet=True)
+    m = json.loads((run / "eval.json").read_text())
+    keys = ("reconstruction_digit_accuracy", "reconstruction_speaker_accuracy", "conversion_digit_accuracy",
+            "conversion_speaker_accuracy", "conversion_source_speaker_rate", "mel_distance", "perplexity")
+    return {"steps": last_step(run), "train_seconds": seconds, **{k: m[k] for k in keys if k in m}}
+
+
+RUNNERS = {"cifar": run_cifar, "mnist-prior": run_mnist_prior, "fsdd": run_fsdd}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
-    limit = parser.add_mutually_exclusive_group()
-    limit.add_argument("--max-steps", type=int)
-    limit.add_argument("--time-budget", type=float, default=10.0)
+    parser.add_argument("--task", choices=sorted(TASKS), default="cifar")
+    parser.add_argument("--variants", nargs="+", help="which variants (default: all of the task's)")
+    parser.add_argument("--max-steps", type=int, help="a fixed step count instead of the task's time budget")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--judges", type=Path, help="fsdd: a run's classifiers/ folder whose judges to reuse")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "recipe")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
-    if not DATA.exists():
-        raise SystemExit(f"{DATA} not found: the benchmark needs the development data folder")
-    setting = ["--max-steps", str(args.max_steps)] if args.max_steps else ["--time-budget", str(args.time_budget)]
+    task = TASKS[args.task]
+    unknown = sorted(set(args.variants or ()) - set(task.variants))
+    if unknown:
+        raise SystemExit(f"unknown variants for {args.task}: {unknown}; choose from {sorted(task.variants)}")
+    if not task.data.exists():
+        raise SystemExit(f"{task.data} not found: the benchmark needs the development data folder")
+    limit = ["--max-steps", str(args.max_steps)] if args.max_steps else ["--time-budget", str(task.budget)]
     results = json.loads(args.out.read_text())["results"] if args.out.exists() else []
     for seed in args.seeds:
-        for name in args.variants:
-            row = run_variant(name, setting, seed, args.runs)
-            results = [r for r in results if (r["variant"], r["limit"], r["seed"]) != (name, setting, seed)]
+        for name in args.variants or task.variants:
+            row = {"task": args.task, "variant": name, "flags": task.variants[name], "limit": limit, "seed": seed,
+                   **RUNNERS[args.task](task, name, limit, seed, args.runs, args.judges),
+                   "load_average": os.getloadavg()[0]}
+            key = (args.task, name, limit, seed)
+            results = [r for r in results if (r.get("task", "cifar"), r["variant"], r["limit"], r["seed"]) != key]
             results.append(row)
             load = dict(zip(("1min", "5min", "15min"), os.getloadavg(), strict=True))
-            write_json_atomic({"machine": machine_info(load), "command": COMMAND, "results": results}, args.out)
-            print(json.dumps(row))
+            write_json_atomic({"machine": machine_info(load), "tasks": {k: ["vqvae", *t.command] for k, t in
+                                                                        TASKS.items()},
+                               "results": results}, args.out)
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -106,3 +106,24 @@ def test_schedule_flags_reach_the_config(tmp_path, tiny_images, capsys):
     capsys.readouterr()
     assert main(["train", "--out", str(run), "--resume", "--schedule", "cosine", "--no-progress"]) == 2
     assert "schedule=cosine (run has linear)" in capsys.readouterr().err
+
+
+def test_new_runs_take_their_modality_recipe_and_the_paper_is_one_flag_away(tmp_path, tiny_images):
+    from vqvae.cli import main
+    from vqvae.modalities.image.task import IMAGE_TRAIN
+
+    tiny = ["--data", str(tiny_images), "--hidden", "16", "--res-hidden", "8", "--codebook-size", "16",
+            "--code-dim", "4", "--batch-size", "8", "--max-steps", "1", "--val-every", "1", "--no-progress"]
+
+    def recipe(run):
+        train = json.loads((run / "config.json").read_text())["train"]
+        return train["schedule"], train["lr"], train["warmup_steps"]
+
+    assert main(["train", *tiny, "--out", str(tmp_path / "new")]) == 0
+    assert recipe(tmp_path / "new") == (IMAGE_TRAIN["schedule"], IMAGE_TRAIN["lr"], IMAGE_TRAIN["warmup_steps"])
+    assert recipe(tmp_path / "new")[0] == "cosine"
+    assert main(["train", *tiny, "--out", str(tmp_path / "paper"), "--schedule", "constant", "--lr", "2e-4",
+                 "--warmup", "0"]) == 0
+    assert recipe(tmp_path / "paper") == ("constant", 2e-4, 0)
+    # configs written before schedules existed have no such fields: they keep the paper's recipe
+    assert (TrainConfig().schedule, TrainConfig().lr, TrainConfig().warmup_steps) == ("constant", 2e-4, 0)

@@ -14,7 +14,7 @@ from vqvae.modalities.base import Modality, Option
 from vqvae.modalities.image import evaluation, retrieval, stream
 from vqvae.modalities.image.data import ImageData, image_datasets, load_images
 from vqvae.modalities.image.outputs import write_images, write_samples
-from vqvae.modalities.image.task import ImageTask
+from vqvae.modalities.image.task import IMAGE_TRAIN, ImageTask
 from vqvae.modalities.options import QUANTIZER_OPTIONS, encoder_options
 from vqvae.runs import CodeFile
 from vqvae.train import LoopState, TrainConfig
@@ -41,6 +41,7 @@ class ImageModality(Modality):
     models = {"vqvae": "vqvae", "vae": "vae"}
     fallback = True  # the image loaders' errors explain unknown names and paths
     reconstruct_count = 32
+    train_defaults = IMAGE_TRAIN
     options = {
         "train": TRAIN_OPTIONS,
         "evaluate": (Option("--bits-per-dim", "also the negative ELBO in bits per dimension, with its "
