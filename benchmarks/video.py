@@ -18,6 +18,8 @@ Run each data set as its own process on a quiet machine, e.g.
     python benchmarks/video.py --quality --dataset doom --threads 2
     python benchmarks/video.py --quality --dataset moving-mnist --threads 2
 
+``--prior-only`` keeps the recorded data and trained tokenizer of an earlier run in
+``--out`` and runs the last two commands again (a new prior recipe, the same tokenizer).
 ``--budget-scale 0.02`` (with ``--episodes 12``) is a smoke test of the whole path in a
 minute or two: its numbers are not the targets'.
 
@@ -68,7 +70,7 @@ def last_step(run: Path) -> int:
     return max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines())
 
 
-def quality(dataset: str, out: Path, scale: float, episodes: int, windows: int) -> dict:
+def quality(dataset: str, out: Path, scale: float, episodes: int, windows: int, prior_only: bool = False) -> dict:
     budget = f"{BUDGET * scale:g}"
     run = out / f"video-{dataset}"
     commands = []
@@ -86,7 +88,9 @@ def quality(dataset: str, out: Path, scale: float, episodes: int, windows: int) 
         ["evaluate", str(run), "--prior", "transformer", "--windows", str(windows), "--json", str(report)],
     ]
     started = time.monotonic()
-    for command in commands:
+    if prior_only and not (run / "model.safetensors").exists():
+        raise SystemExit(f"--prior-only: no trained tokenizer in {run}; run without it first")
+    for command in commands[-2:] if prior_only else commands:
         run_cli(command)
     metrics = json.loads(report.read_text())
     result = {
@@ -95,6 +99,8 @@ def quality(dataset: str, out: Path, scale: float, episodes: int, windows: int) 
         "tokenizer_steps": last_step(run),
         "prior_steps": last_step(run / "priors" / "transformer"),
         "wall_minutes": (time.monotonic() - started) / 60,
+        **({"reused": "the data and tokenizer of an earlier run of these commands (--prior-only)"}
+           if prior_only else {}),
         "metrics": metrics,
         "rows": {name: {"psnr": metrics.get(f"{name}_psnr"), "ssim": metrics.get(f"{name}_ssim")}
                  for name in ("prediction", "shuffled_actions", "copy_last", "ceiling", "reconstruction")
@@ -156,6 +162,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--budget-scale", type=float, default=1.0,
                         help="multiply the 15-minute budgets (0.02: a smoke test, not the targets)")
+    parser.add_argument("--prior-only", action="store_true",
+                        help="keep the data and tokenizer of an earlier run in --out; train the prior and evaluate")
     parser.add_argument("--episodes", type=int, default=200, help="doom episodes to record (default 200)")
     parser.add_argument("--windows", type=int, default=64, help="held-out windows judged (default 64)")
     parser.add_argument("--batch", type=int, default=16)
@@ -173,7 +181,7 @@ def main() -> None:
     result = json.loads(args.results.read_text()) if args.results.exists() else {}  # keep the other entries
     if args.quality:
         load = {"start": os.getloadavg()[0]}
-        entry = quality(args.dataset, args.out, args.budget_scale, args.episodes, args.windows)
+        entry = quality(args.dataset, args.out, args.budget_scale, args.episodes, args.windows, args.prior_only)
         if args.budget_scale != 1.0:
             entry["note"] = f"budget scale {args.budget_scale}: a smoke test, not the targets' numbers"
         load["end"] = os.getloadavg()[0]
