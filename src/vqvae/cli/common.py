@@ -81,14 +81,14 @@ def dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def add_schedule_flags(p: argparse.ArgumentParser, lr: str, warmup: int) -> None:
+def add_schedule_flags(p: argparse.ArgumentParser, lr: str, schedule: str, warmup: str) -> None:
     """``--lr`` (the peak), ``--schedule`` and ``--warmup``, with the command's defaults in their help."""
     from vqvae.schedule import SCHEDULES
 
     p.add_argument("--lr", type=float, help=f"Adam learning rate: the peak of the schedule (default {lr})")
     p.add_argument("--schedule", choices=SCHEDULES,
-                   help="constant (default: the paper's recipe), or cosine / linear decay to zero at the end "
-                        "of the run (--max-steps, or what --time-budget buys, estimated from the step time)")
+                   help="constant, or cosine / linear decay to zero at the end of the run (--max-steps, or what "
+                        f"--time-budget buys, estimated from the step time); default {schedule}")
     p.add_argument("--warmup", type=int, metavar="STEPS", dest="warmup_steps",
                    help=f"steps of linear warm-up to the peak rate (default {warmup})")
 

@@ -42,7 +42,9 @@ def add_train(sub) -> None:
     add_modality_options(p, "train")
     for flag, (_, kind, text) in TRAIN_FLAGS.items():
         p.add_argument(flag, type=kind, help=text)
-    add_schedule_flags(p, lr="2e-4; speech 1e-3", warmup=0)
+    add_schedule_flags(p, lr="images 2e-3, speech 2e-3, video 1e-3",
+                       schedule="cosine; the paper's recipe is --schedule constant --lr 2e-4 --warmup 0",
+                       warmup="images 200, speech 200, video 300")
     p.add_argument("--max-steps", type=int, help="total steps of the run (default 250000)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="wall-time limit of this invocation's training loop, validation included")
