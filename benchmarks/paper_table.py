@@ -50,11 +50,14 @@ from common import machine_info, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+# The paper's comparisons train with the paper's constant rate (the CIFAR-10 models at its
+# 2e-4; the MNIST ones at 1e-3, where the VAE's collapse shows within the budget).
 CIFAR = ["--data", str(DATA / "cifar10" / "cifar10-train-jpeg.tar.gz"), "--image-size", "32",
-         "--likelihood", "logistic"]
+         "--likelihood", "logistic", "--schedule", "constant", "--lr", "2e-4", "--warmup", "0"]
 MNIST = ["--data", "mnist", "--data-dir", str(DATA / "mnist"), "--likelihood", "categorical",
          "--decoder", "pixelcnn", "--decoder-width", "32", "--decoder-depth", "6",
-         "--hidden", "128", "--res-hidden", "64", "--batch-size", "64", "--lr", "1e-3"]
+         "--hidden", "128", "--res-hidden", "64", "--batch-size", "64", "--schedule", "constant", "--lr", "1e-3",
+         "--warmup", "0"]
 PARTS = {
     "cifar-vqvae": ("CIFAR-10 (JPEG copy)", "VQ-VAE", CIFAR + ["--model", "vqvae"]),
     "cifar-vae": ("CIFAR-10 (JPEG copy)", "VAE", CIFAR + ["--model", "vae"]),
