@@ -108,6 +108,11 @@ def last_step(run: Path) -> int:
     return max(r["step"] for r in records)
 
 
+def limit_label(limit: list[str]) -> str:
+    """``["--max-steps", "1500"]`` -> ``max-steps-1500``: part of a run's folder name."""
+    return "-".join(limit).lstrip("-")
+
+
 def train(command: list[str], limit: list[str], seed: int, flags: list[str], out: list[str]) -> float:
     start = time.monotonic()
     vqvae(*command, *limit, "--seed", str(seed), *flags, *out, "--force", "--no-progress")
@@ -115,7 +120,7 @@ def train(command: list[str], limit: list[str], seed: int, flags: list[str], out
 
 
 def run_cifar(task: Task, name: str, limit: list[str], seed: int, runs: Path, judges: Path | None) -> dict:
-    run = runs / f"cifar-{name}-seed{seed}-{'-'.join(limit).lstrip('-')}"
+    run = runs / f"cifar-{name}-seed{seed}-{limit_label(limit)}"
     seconds = train(task.command, limit, seed, task.variants[name], ["--out", str(run)])
     vqvae("evaluate", str(run), "--json", str(run / "eval.json"), quiet=True)
     m = json.loads((run / "eval.json").read_text())
@@ -129,20 +134,20 @@ def run_mnist_prior(task: Task, name: str, limit: list[str], seed: int, runs: Pa
         train(MNIST_TOKENIZER, [], seed, [], ["--out", str(tokenizer)])
         vqvae("evaluate", str(tokenizer), "--json", str(tokenizer / "eval.json"), quiet=True)
     tokenizer_nmse = json.loads((tokenizer / "eval.json").read_text())["nmse"]
-    prior = f"transformer-{name}-{'-'.join(limit).lstrip('-')}"
+    prior = f"transformer-{name}-{limit_label(limit)}"
     command = [part.replace("{run}", str(tokenizer)) for part in task.command]
     seconds = train(command, limit, seed, task.variants[name], ["--name", prior])
     report = tokenizer / f"samples-{prior}.json"
     vqvae("evaluate-samples", str(tokenizer), "--prior", prior, "--json", str(report), quiet=True)
     m = json.loads(report.read_text())
-    return {"tokenizer_steps": last_step(tokenizer), "tokenizer_nmse": tokenizer_nmse, "steps": last_step(tokenizer / "priors" / prior),
-            "train_seconds": seconds, "label_accuracy": m["label_accuracy"],
+    return {"tokenizer_steps": last_step(tokenizer), "tokenizer_nmse": tokenizer_nmse,
+            "steps": last_step(tokenizer / "priors" / prior), "train_seconds": seconds, "label_accuracy": m["label_accuracy"],
             "frechet_distance": m["frechet_distance"], "guidance": m["guidance"],
             "real_vs_real_frechet_distance": m["frechet_distance_real_train_vs_held_out"]}
 
 
 def run_fsdd(task: Task, name: str, limit: list[str], seed: int, runs: Path, judges: Path | None) -> dict:
-    run = runs / f"fsdd-{name}-seed{seed}-{'-'.join(limit).lstrip('-')}"
+    run = runs / f"fsdd-{name}-seed{seed}-{limit_label(limit)}"
     seconds = train(task.command, limit, seed, task.variants[name], ["--out", str(run)])
     if judges is not None:
         for judge in ("digit", "speaker"):
@@ -150,8 +155,8 @@ def run_fsdd(task: Task, name: str, limit: list[str], seed: int, runs: Path, jud
     vqvae("evaluate", str(run), "--json", str(run / "eval.json"), quiet=True)
     m = json.loads((run / "eval.json").read_text())
     keys = ("reconstruction_digit_accuracy", "reconstruction_speaker_accuracy", "conversion_digit_accuracy",
-            "conversion_speaker_accuracy", "conversion_source_speaker_rate", "mel_distance", "perplexity")
-    return {"steps": last_step(run), "train_seconds": seconds, **{k: m[k] for k in keys if k in m}}
+            "conversion_speaker_accuracy", "conversion_source_speaker_rate", "codes_used")
+    return {"steps": last_step(run), "train_seconds": seconds, **{k: m[k] for k in keys}}
 
 
 RUNNERS = {"cifar": run_cifar, "mnist-prior": run_mnist_prior, "fsdd": run_fsdd}
