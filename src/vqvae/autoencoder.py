@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from vqvae.ar_decoder import PixelCNNDecoder
 from vqvae.likelihood import LIKELIHOODS, make_likelihood
-from vqvae.nets import Decoder, Encoder, check_time_downsamples
+from vqvae.nets import ENCODER_NORMS, Decoder, Encoder, check_time_downsamples
 from vqvae.quantize import QuantizerConfig, make_quantizer
 
 DECODERS = ("conv", "pixelcnn")
@@ -52,6 +52,8 @@ class AutoencoderConfig:
         time_downsamples: video (spatial_dims 3) only: how many of the ``downsamples``
             stride-2 convolutions also halve time, in ``[0, downsamples]``; None: all of
             them (so ``downsamples=2, time_downsamples=1`` maps 16x64x64 to 8x16x16).
+        encoder_norm: ``"none"`` (the paper's) or ``"group"``: group normalisation in the
+            encoder (see :class:`~vqvae.nets.Encoder`).
         seed: seeds the codebook initialisation and resets.
     """
 
@@ -68,6 +70,7 @@ class AutoencoderConfig:
     decoder_depth: int = 8
     spatial_dims: int = 2
     time_downsamples: int | None = None
+    encoder_norm: str = "none"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,6 +91,9 @@ class AutoencoderConfig:
             raise ValueError(f"model.decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.decoder == "pixelcnn" and self.spatial_dims != 2:
             raise ValueError("the PixelCNN decoder models images (spatial_dims 2): use --decoder conv")
+        if self.encoder_norm not in ENCODER_NORMS:
+            raise ValueError(f"model.encoder_norm (--encoder-norm) must be one of {ENCODER_NORMS}, "
+                             f"got {self.encoder_norm!r}")
         try:
             check_time_downsamples(self.time_downsamples, self.downsamples, self.spatial_dims)
         except ValueError as error:
@@ -105,6 +111,8 @@ class AutoencoderConfig:
         values = dataclasses.asdict(self)
         if values["time_downsamples"] is None:  # unset: written as before it existed, so image and
             del values["time_downsamples"]  # speech configs keep their exact keys
+        if values["encoder_norm"] == "none":  # likewise: configs without it read as "none"
+            del values["encoder_norm"]
         return values
 
     @classmethod
@@ -159,7 +167,8 @@ class _Autoencoder(nn.Module):
         c = self.config
         self.likelihood = make_likelihood(c.likelihood, data_variance=c.data_variance, mixtures=c.mixtures)
         self.encoder = Encoder(c.in_channels, c.hidden, c.res_hidden, encoder_out,
-                               c.downsamples, c.residual_blocks, c.spatial_dims, c.time_downsamples)
+                               c.downsamples, c.residual_blocks, c.spatial_dims, c.time_downsamples,
+                               c.encoder_norm)
         params = c.in_channels * self.likelihood.params_per_channel
         features = params if c.decoder == "conv" else c.decoder_width
         self.decoder = Decoder(latent_channels, c.hidden, c.res_hidden, features,

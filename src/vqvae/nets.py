@@ -6,10 +6,20 @@ maps latents back. Shapes: B batch, C channels, S spatial axes.
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+ENCODER_NORMS = ("none", "group")
+NORM_GROUPS = 16  # group normalisation's groups (fewer where the channels do not divide by 16)
+
+
+def _norm(kind: str, channels: int) -> list[nn.Module]:
+    """The encoder's normalisation after a convolution of ``channels`` outputs: none, or
+    group normalisation over ``gcd(16, channels)`` groups (Wu & He 2018)."""
+    return [nn.GroupNorm(math.gcd(NORM_GROUPS, channels), channels)] if kind == "group" else []
 
 
 def _check_dims(spatial_dims: int) -> None:
@@ -69,7 +79,8 @@ class ResidualBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Strided 4x4 convolutions, a 3x3 convolution, residual blocks, a 1x1 projection.
+    """Strided 4x4 convolutions, a 3x3 convolution, residual blocks, a 1x1 projection;
+    with ``norm="group"``, group normalisation after each strided and the 3x3 convolution.
 
     Args:
         in_channels: C of the data.
@@ -81,6 +92,8 @@ class Encoder(nn.Module):
         spatial_dims: 1, 2 or 3.
         time_downsamples: 3-D only: how many of the strided convolutions (the first ones)
             also halve the first axis, time; the others keep it. None: all of them.
+        norm: ``"none"`` (the paper's) or ``"group"``: group normalisation before each of
+            the ReLUs that follow the strided convolutions and before the residual blocks.
 
     Shapes:
         ``(B, C, *S) -> (B, D, *S / 2**downsamples)``; 3-D with ``time_downsamples``:
@@ -97,18 +110,21 @@ class Encoder(nn.Module):
         residual_blocks: int = 2,
         spatial_dims: int = 2,
         time_downsamples: int | None = None,
+        norm: str = "none",
     ) -> None:
         super().__init__()
         _check_dims(spatial_dims)
         if downsamples < 1:
             raise ValueError(f"downsamples must be >= 1, got {downsamples}")
         check_time_downsamples(time_downsamples, downsamples, spatial_dims)
+        if norm not in ENCODER_NORMS:
+            raise ValueError(f"norm must be one of {ENCODER_NORMS}, got {norm!r}")
         conv = _CONV[spatial_dims]
         widths = [in_channels] + [hidden // 2] * (downsamples - 1) + [hidden]
         layers: list[nn.Module] = []
         for i, halve_time in enumerate(_strides(downsamples, time_downsamples)):
-            layers += [_strided(conv, widths[i], widths[i + 1], halve_time), nn.ReLU()]
-        layers.append(conv(hidden, hidden, 3, padding=1))
+            layers += [_strided(conv, widths[i], widths[i + 1], halve_time), *_norm(norm, widths[i + 1]), nn.ReLU()]
+        layers += [conv(hidden, hidden, 3, padding=1), *_norm(norm, hidden)]
         layers += [ResidualBlock(hidden, res_hidden, spatial_dims) for _ in range(residual_blocks)]
         layers += [nn.ReLU(), conv(hidden, out_channels, 1)]
         self.net = nn.Sequential(*layers)
