@@ -77,6 +77,8 @@ class TrainConfig:
     peak) to zero at the run's horizon, after ``warmup_steps`` of linear warm-up (see
     :mod:`vqvae.schedule`).
 
+    ``adam_beta2``: Adam's second-moment decay (PyTorch's and the paper's 0.999 unless set).
+
     ``compile``: run the training forward pass through ``torch.compile`` (validation and the
     saved weights stay the plain module's).
     """
@@ -96,6 +98,7 @@ class TrainConfig:
     grad_clip: float | None = None
     schedule: str = "constant"
     compile: bool = False  # absent from the configs of earlier releases: they load as False
+    adam_beta2: float = 0.999  # likewise
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "log_every", "val_every", "val_images", "checkpoint_every"):
@@ -116,6 +119,10 @@ class TrainConfig:
             raise ValueError(f"train.schedule (--schedule) must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if isinstance(self.adam_beta2, bool) or not isinstance(self.adam_beta2, (int, float)) or not (
+            0 <= self.adam_beta2 < 1
+        ):
+            raise ValueError(f"train.adam_beta2 (--adam-beta2) must lie in [0, 1), got {self.adam_beta2!r}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"train.compile (--compile) must be true or false, got {self.compile!r}")
 
@@ -282,7 +289,7 @@ class LoopState:
 
 def new_state(run: Path, model: torch.nn.Module, train: TrainConfig, resume: bool) -> LoopState:
     """Seeded Adam over ``model``, restored from the run's checkpoint when ``resume``."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, betas=(0.9, train.adam_beta2))
     state = LoopState(Path(run), model, optimizer, train, resolve_device(train.device))
     if resume:
         state.restore()
