@@ -31,7 +31,20 @@ TRAIN_FLAGS = {
                     "this decay, e.g. 0.999 (default: off, the live weights)"),
     "--grad-clip": ("grad_clip", float, "clip the global gradient norm to this value before each "
                     "step (default: off)"),
+    "--adam-beta2": ("adam_beta2", float, "Adam's second-moment decay (default 0.999)"),
 }
+# Settings measured together with a decaying rate: a run asking for the constant rate gets the
+# paper's recipe (no warm-up) unless its flags set them too.
+DECAY_COMPANIONS = ("warmup_steps",)
+
+
+def recipe_defaults(defaults: dict, schedule: str | None) -> dict:
+    """A modality's training defaults for a new run whose ``--schedule`` is ``schedule``."""
+    if schedule != "constant":
+        return defaults
+    return {k: v for k, v in defaults.items() if k not in DECAY_COMPANIONS}
+
+
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a tokenizer (VQ-VAE) or the VAE baseline")
     add_data_flags(p)
@@ -43,7 +56,8 @@ def add_train(sub) -> None:
     for flag, (_, kind, text) in TRAIN_FLAGS.items():
         p.add_argument(flag, type=kind, help=text)
     add_schedule_flags(p, lr="images 2e-3, speech 2e-3, video 1e-3",
-                       schedule="cosine; the paper's recipe is --schedule constant --lr 2e-4 --warmup 0",
+                       schedule="cosine; the paper's recipe is --schedule constant --lr 2e-4 (a constant rate "
+                                "comes without warm-up unless --warmup is given)",
                        warmup="images 200, speech 200, video 300")
     p.add_argument("--max-steps", type=int, help="total steps of the run (default 250000)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
@@ -96,7 +110,7 @@ def _train(args: argparse.Namespace) -> str:
     else:
         if args.max_steps is not None:
             train["max_steps"] = args.max_steps
-        train = {**modality.train_defaults, **train}
+        train = {**recipe_defaults(modality.train_defaults, args.schedule), **train}
         start_run(args.out, args.data, model, TrainConfig(**train), model=args.model, data_dir=args.data_dir,
                   options=data_options, force=args.force, modality=modality)
     summary = train_tokenizer(args.out, max_steps=args.max_steps, time_budget=args.time_budget,
@@ -125,9 +139,18 @@ def _check_resume_matches(run: Path, args, modality: Modality, kind: str, model:
     given = {("model", k): v for k, v in model.items()}
     given.update({("data", k): v for k, v in data.items()})
     given.update({("train", k): v for k, v in train.items() if k != "device"})
-    changed = [f"{k}={v} (run has {config[s].get(k)})" for (s, k), v in given.items() if config[s].get(k) != v]
+    from vqvae.train import TrainConfig
+
+    # a setting the config lacks (written before it existed) has its dataclass default
+    recorded = {"model": {**_defaults(modality.config_class(kind)), **config["model"]}, "data": config["data"],
+                "train": {**_defaults(TrainConfig), **config["train"]}}
+    changed = [f"{k}={v} (run has {recorded[s].get(k)})" for (s, k), v in given.items() if recorded[s].get(k) != v]
     if changed:
         raise CLIError(f"--resume continues the run as configured; these flags differ: {', '.join(changed)}")
+
+
+def _defaults(cls: type) -> dict:
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def add_run_commands(sub) -> None:
