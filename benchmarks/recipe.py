@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VQVAE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 VQVAE = [sys.executable, "-m", "vqvae"]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "recipe.json"
+COSINE_2E3 = ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200"]  # the image default
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,15 @@ TASKS = {
         {"paper": ["--schedule", "constant", "--lr", "2e-4", "--warmup", "0"],
          "cosine-5e-4": ["--schedule", "cosine", "--lr", "5e-4", "--warmup", "100"],
          "cosine-1e-3": ["--schedule", "cosine", "--lr", "1e-3", "--warmup", "100"],
-         "cosine-2e-3": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200"],
+         "cosine-2e-3": COSINE_2E3,
          "cosine-4e-3": ["--schedule", "cosine", "--lr", "4e-3", "--warmup", "200"],
          "linear-1e-3": ["--schedule", "linear", "--lr", "1e-3", "--warmup", "100"],
+         "beta2-0.99": [*COSINE_2E3, "--adam-beta2", "0.99"],
+         "beta2-0.99-3e-3": ["--schedule", "cosine", "--lr", "3e-3", "--warmup", "200", "--adam-beta2", "0.99"],
+         "group-norm": [*COSINE_2E3, "--encoder-norm", "group"],
+         "group-norm-beta2-0.99": [*COSINE_2E3, "--encoder-norm", "group", "--adam-beta2", "0.99"],
+         "group-norm-beta2-0.99-3e-3": ["--schedule", "cosine", "--lr", "3e-3", "--warmup", "200",
+                                        "--encoder-norm", "group", "--adam-beta2", "0.99"],
          "defaults": []},
         SHARED / "cifar10" / "cifar10-train-jpeg.tar.gz"),
     "mnist-prior": Task(
@@ -92,6 +99,8 @@ TASKS = {
         {"constant-1e-3": ["--schedule", "constant", "--lr", "1e-3", "--warmup", "0"],
          "cosine-1e-3": ["--schedule", "cosine", "--lr", "1e-3", "--warmup", "100"],
          "cosine-2e-3": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200"],
+         "cosine-3e-3": ["--schedule", "cosine", "--lr", "3e-3", "--warmup", "200"],
+         "beta2-0.99": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200", "--adam-beta2", "0.99"],
          "defaults": []},
         SHARED / "fsdd"),
 }
