@@ -101,6 +101,7 @@ TASKS = {
          "cosine-2e-3": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200"],
          "cosine-3e-3": ["--schedule", "cosine", "--lr", "3e-3", "--warmup", "200"],
          "beta2-0.99": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200", "--adam-beta2", "0.99"],
+         "codebook-256": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200", "--codebook-size", "256"],
          "defaults": []},
         SHARED / "fsdd"),
 }
