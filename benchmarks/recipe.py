@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VQVAE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 VQVAE = [sys.executable, "-m", "vqvae"]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "recipe.json"
-COSINE_2E3 = ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200"]  # the image default
+COSINE_2E3 = ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200"]  # the image and speech default
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,10 @@ TASKS = {
         15.0,
         {"constant-1e-3": ["--schedule", "constant", "--lr", "1e-3", "--warmup", "0"],
          "cosine-1e-3": ["--schedule", "cosine", "--lr", "1e-3", "--warmup", "100"],
-         "cosine-2e-3": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200"],
+         "cosine-2e-3": COSINE_2E3,
          "cosine-3e-3": ["--schedule", "cosine", "--lr", "3e-3", "--warmup", "200"],
-         "beta2-0.99": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200", "--adam-beta2", "0.99"],
-         "codebook-256": ["--schedule", "cosine", "--lr", "2e-3", "--warmup", "200", "--codebook-size", "256"],
+         "beta2-0.99": [*COSINE_2E3, "--adam-beta2", "0.99"],
+         "codebook-256": [*COSINE_2E3, "--codebook-size", "256"],
          "defaults": []},
         SHARED / "fsdd"),
 }

@@ -33,16 +33,15 @@ TRAIN_FLAGS = {
                     "step (default: off)"),
     "--adam-beta2": ("adam_beta2", float, "Adam's second-moment decay (default 0.999)"),
 }
-# Settings measured together with a decaying rate: a run asking for the constant rate gets the
-# paper's recipe (no warm-up) unless its flags set them too.
-DECAY_COMPANIONS = ("warmup_steps",)
 
 
 def recipe_defaults(defaults: dict, schedule: str | None) -> dict:
-    """A modality's training defaults for a new run whose ``--schedule`` is ``schedule``."""
+    """A modality's training defaults for a new run whose ``--schedule`` is ``schedule``: a
+    constant rate is the paper's recipe, so it drops the decaying default's warm-up (the
+    run's own ``--warmup`` still applies)."""
     if schedule != "constant":
         return defaults
-    return {k: v for k, v in defaults.items() if k not in DECAY_COMPANIONS}
+    return {k: v for k, v in defaults.items() if k != "warmup_steps"}
 
 
 def add_train(sub) -> None:
