@@ -102,6 +102,8 @@ TASKS = {
          "cosine-3e-3": ["--schedule", "cosine", "--lr", "3e-3", "--warmup", "200"],
          "beta2-0.99": [*COSINE_2E3, "--adam-beta2", "0.99"],
          "codebook-256": [*COSINE_2E3, "--codebook-size", "256"],
+         "jitter-0.12": [*COSINE_2E3, "--jitter", "0.12"],
+         "codebook-256-jitter-0.12": [*COSINE_2E3, "--codebook-size", "256", "--jitter", "0.12"],
          "defaults": []},
         SHARED / "fsdd"),
 }

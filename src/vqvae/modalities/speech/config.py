@@ -103,6 +103,10 @@ class SpeechVQVAEConfig(QuantizerConfig):
             66.7 %, ``"none"``: 50.9 %) and in 95.0 % of reconstructions (89.3 %, 87.7 %),
             with 91.7 % of conversions heard as the target speaker (99.0 %, 92.3 %); the
             benchmark's later ``"layers"`` run: 84.9 %, 96.0 %, 94.3 %.
+        jitter: time jitter (Chorowski et al. 2019): while training, each code step the
+            decoder sees is replaced by its left or right neighbour with this probability
+            (half each), so that no single code can carry what must last longer than a code;
+            0 (the default) turns it off. Saved only when not 0.
         seed: seeds the codebook initialisation and resets.
     """
 
@@ -122,6 +126,7 @@ class SpeechVQVAEConfig(QuantizerConfig):
     waveform_weight: float = 1.0
     mel_weight: float = 1.0
     content_norm: str = "layers"
+    jitter: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -146,6 +151,7 @@ class SpeechVQVAEConfig(QuantizerConfig):
             raise ValueError(f"model.decoder must be one of {DECODERS}, got {self.decoder!r}")
         _check_float("waveform_weight", self.waveform_weight, 0.0)
         _check_float("mel_weight", self.mel_weight, 0.0)
+        _check_float("jitter", self.jitter, 0.0, 1.0)
         # JSON turns tuples into lists: accept any sequence, keep tuples (hashable, frozen).
         dilations = _int_tuple("decoder_dilations", self.decoder_dilations)
         for d in dilations:
@@ -165,7 +171,10 @@ class SpeechVQVAEConfig(QuantizerConfig):
         return 1 << self.downsamples
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if not self.jitter:  # a config without jitter stays readable by releases before it
+            del values["jitter"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> SpeechVQVAEConfig:

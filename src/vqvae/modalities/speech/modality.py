@@ -28,6 +28,8 @@ TRAIN_OPTIONS = (
     Option("--content-norm", "instance-normalise the encoder over each clip after each strided "
            "convolution and at its output (layers, the default), at its output only (output), or not "
            "(none)", str, choices=("none", "output", "layers"), field="content_norm"),
+    Option("--jitter", "while training, replace each code step the decoder sees by a neighbour with this "
+           "probability (default 0: off)", float, field="jitter"),
     Option("--sample-rate", "resample every clip to this rate (default 8000)", int),
     Option("--segment", "samples per training crop, a multiple of 64 (default 0.5 s)", int),
 )

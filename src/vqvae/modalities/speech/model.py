@@ -165,7 +165,7 @@ class SpeechVQVAE(nn.Module):
             )
         speaker = self._speaker_vectors(speakers, x.shape[0])
         q = self.quantizer(self._content(x))
-        reconstruction = self.decoder(q.quantized, speaker)  # (B, 1, T)
+        reconstruction = self.decoder(self._jitter(q.quantized), speaker)  # (B, 1, T)
         c = self.config
         convergence, log_distance = multi_resolution_stft_loss(
             x, reconstruction, c.stft_resolutions
@@ -187,6 +187,19 @@ class SpeechVQVAE(nn.Module):
             perplexity=q.perplexity,
             indices=q.indices,
         )
+
+    def _jitter(self, quantized: Tensor) -> Tensor:
+        """``quantized`` ``(B, D, L)`` with each step, while training, replaced by its left or
+        right neighbour with probability ``jitter`` (half each; the ends keep themselves)."""
+        p = self.config.jitter
+        if not (self.training and p):
+            return quantized
+        b, d, length = quantized.shape
+        u = torch.rand(b, length, device=quantized.device)
+        shift = (u >= p / 2).long() - (u < p / 2).long()  # -1 below p/2, +1 from there on
+        shift = shift * (u < p).long()  # 0 from p on: most steps stay
+        source = (torch.arange(length, device=quantized.device) + shift).clamp(0, length - 1)
+        return quantized.gather(2, source.unsqueeze(1).expand(b, d, length))
 
     def _content(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Encoder output ``(B, D, L)`` of ``x`` ``(B, 1, L·hop)``, instance-normalised as
