@@ -33,11 +33,13 @@ def test_train_records_a_speech_run(speech_run):
     assert records[-1]["split"] == "val" and records[-1]["clips"] == 12
 
 
-def test_content_norm_flag_reaches_the_model(fsdd_mini, tmp_path):
+def test_content_norm_and_jitter_flags_reach_the_model(fsdd_mini, tmp_path):
     run = tmp_path / "speech"
     assert main(["train", "--data", "fsdd", "--data-dir", str(fsdd_mini), "--out", str(run), *TINY,
-                 "--content-norm", "none", "--max-steps", "1", "--val-every", "1", "--no-progress"]) == 0
-    assert json.loads((run / "config.json").read_text())["model"]["content_norm"] == "none"
+                 "--content-norm", "none", "--jitter", "0.2", "--max-steps", "1", "--val-every", "1",
+                 "--no-progress"]) == 0
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert model["content_norm"] == "none" and model["jitter"] == 0.2
 
 
 def test_prior_windows_of_a_folder_without_labels(fsdd_mini, tmp_path):

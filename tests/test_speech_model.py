@@ -435,3 +435,28 @@ def test_the_speech_model_builds_its_quantizer_from_the_config(kind, cls):
     expected = {"steps", "initialized", "last_used", "usage_counts", "usage_steps", "reservoir",
                 "reservoir_written", "codebook"}
     assert names == expected | ({"cluster_size", "embed_sum"} if kind == "ema" else set())
+
+
+def test_jitter_moves_steps_to_a_neighbour_only_while_training():
+    model = tiny(jitter=0.5)
+    steps = torch.arange(200.0).view(1, 1, 200).expand(4, 3, 200)  # (B, D, L): each step holds its index
+    torch.manual_seed(0)
+    jittered = model.train()._jitter(steps)
+    assert torch.equal(jittered[:, 0:1].expand_as(jittered), jittered)  # a step moves as a whole vector
+    shift = jittered[:, 0] - steps[:, 0]
+    assert set(shift.unique().tolist()) <= {-1.0, 0.0, 1.0}  # only ever a neighbour
+    moved = (shift != 0).float().mean().item()
+    assert 0.4 < moved < 0.6  # about half the steps at p = 0.5 (the ends clamp to themselves)
+    assert (shift == -1).sum() > 0 and (shift == 1).sum() > 0
+    assert shift[:, 0].min() >= 0 and shift[:, -1].max() <= 0
+    assert torch.equal(model.eval()._jitter(steps), steps)
+    assert torch.equal(tiny().train()._jitter(steps), steps)  # off by default
+
+
+def test_jitter_is_checked_and_saved_only_when_on():
+    assert "jitter" not in tiny().config.to_dict()  # older releases can still read a config without it
+    config = tiny(jitter=0.12).config
+    assert SpeechVQVAEConfig.from_dict(json.loads(json.dumps(config.to_dict()))).jitter == 0.12
+    for bad in (-0.1, 1.5, "0.1", math.nan):
+        with pytest.raises(ValueError, match="jitter"):
+            tiny(jitter=bad)
