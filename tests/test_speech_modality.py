@@ -42,6 +42,20 @@ def test_content_norm_and_jitter_flags_reach_the_model(fsdd_mini, tmp_path):
     assert model["content_norm"] == "none" and model["jitter"] == 0.2
 
 
+def test_a_run_from_before_jitter_resumes_without_it(fsdd_mini, tmp_path, capsys):
+    run = tmp_path / "speech"
+    tiny = ["train", "--data", "fsdd", "--data-dir", str(fsdd_mini), "--out", str(run), *TINY, "--val-every", "1",
+            "--no-progress"]
+    assert main([*tiny, "--max-steps", "1"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["jitter"] == 0.12 and config["model"]["codebook_size"] == 16  # the default, saved
+    del config["model"]["jitter"]  # as written before jitter existed: it trained without
+    (run / "config.json").write_text(json.dumps(config))
+    assert main([*tiny, "--resume", "--max-steps", "2", "--jitter", "0"]) == 0  # what the run has: no change
+    assert main([*tiny, "--resume", "--max-steps", "3", "--jitter", "0.12"]) != 0
+    assert "jitter=0.12 (run has 0.0)" in capsys.readouterr().err
+
+
 def test_prior_windows_of_a_folder_without_labels(fsdd_mini, tmp_path):
     from vqvae.modalities.speech.run import code_windows
 

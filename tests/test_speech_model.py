@@ -450,12 +450,16 @@ def test_jitter_moves_steps_to_a_neighbour_only_while_training():
     assert (shift == -1).sum() > 0 and (shift == 1).sum() > 0
     assert shift[:, 0].min() >= 0 and shift[:, -1].max() <= 0
     assert torch.equal(model.eval()._jitter(steps), steps)
-    assert torch.equal(tiny().train()._jitter(steps), steps)  # off by default
+    assert torch.equal(tiny(jitter=0.0).train()._jitter(steps), steps)  # 0 turns it off
+    assert not torch.equal(tiny().train()._jitter(steps), steps)  # on by default (0.12)
 
 
 def test_jitter_is_checked_and_saved_only_when_on():
-    assert "jitter" not in tiny().config.to_dict()  # older releases can still read a config without it
-    config = tiny(jitter=0.12).config
+    assert "jitter" not in tiny(jitter=0.0).config.to_dict()  # older releases can still read it
+    assert SpeechVQVAEConfig.from_dict(tiny(jitter=0.0).config.to_dict()).jitter == 0.0
+    assert SpeechVQVAEConfig.from_dict({"num_speakers": 2}).jitter == 0.0  # a config from before jitter
+    config = tiny().config
+    assert config.jitter == 0.12
     assert SpeechVQVAEConfig.from_dict(json.loads(json.dumps(config.to_dict()))).jitter == 0.12
     for bad in (-0.1, 1.5, "0.1", math.nan):
         with pytest.raises(ValueError, match="jitter"):

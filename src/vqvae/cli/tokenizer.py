@@ -140,8 +140,10 @@ def _check_resume_matches(run: Path, args, modality: Modality, kind: str, model:
     given.update({("train", k): v for k, v in train.items() if k != "device"})
     from vqvae.train import TrainConfig
 
-    # a setting the config lacks (written before it existed) has its dataclass default
-    recorded = {"model": {**_defaults(modality.config_class(kind)), **config["model"]}, "data": config["data"],
+    # a setting the config lacks (written before it existed) has the value it is read with: the
+    # model config's from_dict fills in what older runs meant, TrainConfig's defaults the rest
+    model_config = modality.config_class(kind).from_dict(config["model"])
+    recorded = {"model": dataclasses.asdict(model_config), "data": config["data"],
                 "train": {**_defaults(TrainConfig), **config["train"]}}
     changed = [f"{k}={v} (run has {recorded[s].get(k)})" for (s, k), v in given.items() if recorded[s].get(k) != v]
     if changed:

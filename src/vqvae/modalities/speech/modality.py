@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from vqvae.modalities.base import Modality, Option
-from vqvae.modalities.options import QUANTIZER_OPTIONS, encoder_options
+from vqvae.modalities.options import encoder_options, quantizer_options
 from vqvae.modalities.speech import evaluation, retrieval, run
 from vqvae.modalities.speech.data import audio_datasets, is_audio, load_audio
 from vqvae.modalities.speech.model import SpeechVQVAEConfig
@@ -17,8 +17,8 @@ from vqvae.runs import CodeFile
 from vqvae.train import LoopState, TrainConfig
 
 TRAIN_OPTIONS = (
-    *encoder_options(128, 128, 1, "6 gives one code per 64 samples (default 6)"),
-    *QUANTIZER_OPTIONS,
+    *encoder_options(256, 128, 1, "6 gives one code per 64 samples (default 6)"),
+    *quantizer_options(1024),
     Option("--decoder", "spectral (default: predicts STFT frames at the code rate, then an inverse "
            "STFT) or upsample (transposed convolutions up to the sample rate)", str, field="decoder"),
     Option("--decoder-width", "decoder channels at the code rate (default 256)", int, field="decoder_width"),
@@ -29,7 +29,7 @@ TRAIN_OPTIONS = (
            "convolution and at its output (layers, the default), at its output only (output), or not "
            "(none)", str, choices=("none", "output", "layers"), field="content_norm"),
     Option("--jitter", "while training, replace each code step the decoder sees by a neighbour with this "
-           "probability (default 0: off)", float, field="jitter"),
+           "probability (default 0.12; 0 turns it off)", float, field="jitter"),
     Option("--sample-rate", "resample every clip to this rate (default 8000)", int),
     Option("--segment", "samples per training crop, a multiple of 64 (default 0.5 s)", int),
 )
