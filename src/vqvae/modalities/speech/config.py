@@ -52,10 +52,10 @@ class SpeechVQVAEConfig(QuantizerConfig):
     codes (``jitter``). Those three together, against a 128-wide encoder, K=512 and no jitter,
     raised the digit kept in conversions of the 15-minute FSDD command from 84.2 % to
     88.6 % and the conversions heard as the target speaker from 89.9 % to 95.9 % (robust
-    judges, mean of two seeds; docs/results.md): the width brings most of the digit, although
-    it buys 19-29 % fewer steps, jitter and K most of the voice. The encoder's layers are instance-normalised over
-    each clip (``content_norm``), which the paper's are not: that is what lets the codes drop
-    the voice.
+    judges, mean of two seeds; docs/results.md). The width brings most of the digit, though
+    it buys 19-29 % fewer steps; jitter and K bring most of the voice. The encoder's layers
+    are instance-normalised over each clip (``content_norm``), which the paper's are not:
+    that is what lets the codes drop the voice.
 
     Attributes:
         sample_rate: samples per second of the audio; the model itself only needs it to

@@ -196,8 +196,7 @@ class SpeechVQVAE(nn.Module):
             return quantized
         b, d, length = quantized.shape
         u = torch.rand(b, length, device=quantized.device)
-        shift = (u >= p / 2).long() - (u < p / 2).long()  # -1 below p/2, +1 from there on
-        shift = shift * (u < p).long()  # 0 from p on: most steps stay
+        shift = torch.where(u < p / 2, -1, torch.where(u < p, 1, 0))  # most steps stay (0)
         source = (torch.arange(length, device=quantized.device) + shift).clamp(0, length - 1)
         return quantized.gather(2, source.unsqueeze(1).expand(b, d, length))
 
