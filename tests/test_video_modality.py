@@ -228,6 +228,7 @@ def test_the_prior_is_conditioned_on_the_actions_of_each_code_step(prior_run):
     assert (actions[:, 0, 0] == 4).all()  # nothing leads into a window's first frame
     assert int(actions[:, 1:].max()) < 4  # every later frame has its recorded action
     assert len(codes) == 9 * 5  # 9 training episodes of 12 frames: windows of 4 start every 2 frames
+    assert config["codebook_size"] == 17  # K = 16 codes and the still step
     prior = load_prior(f"{prior_run}/priors/transformer")
     other = actions.clone()
     other[:, 1] = (other[:, 1] + 1) % 4
@@ -252,6 +253,32 @@ def test_cached_prediction_equals_uncached(prior_run):
     assert torch.equal(drawn[True], drawn[False])
 
 
+def test_still_steps_are_marked_for_the_prior_and_predicted_as_exact_copies(prior_run, monkeypatch):
+    from vqvae.modalities.video.codes import read_windows, strided_windows, window_codes
+    from vqvae.modalities.video.data import open_video
+    from vqvae.modalities.video.predict import predict_clips
+    from vqvae.priors.training import load_prior
+
+    videos = open_video(json.loads(Path(prior_run, "config.json").read_text())["data"]["spec"], "train")
+    video, _ = read_windows(videos, strided_windows(videos, 4, 2)[:4], 4)
+    video[:2, :, 2:] = video[:2, :, 1:2]  # the first two windows stand still from frame 1 on: step 1 is still
+    tokenizer, prior = MODALITIES["video"].load(prior_run), load_prior(f"{prior_run}/priors/transformer")
+    codes = window_codes(tokenizer, video)
+    assert (codes[:2, 1] == 16).all() and (codes[:, 0] < 16).all() and (codes[2:] < 16).all()
+
+    seen = {}
+
+    def draw_still(n, prefix, **kwargs):  # a prior that says: nothing moves
+        seen["prefix"] = prefix
+        return torch.cat([prefix, torch.full_like(prefix, 16)], dim=1)
+
+    monkeypatch.setattr(prior, "sample", draw_still)
+    given = video[2:]
+    predicted = predict_clips(tokenizer, prior, given, torch.zeros(2, 4, dtype=torch.long), 2)
+    assert torch.equal(predicted, given[:, :, 1:2].expand(-1, -1, 2, -1, -1))  # the last given frame, exactly
+    assert (seen["prefix"] < 16).all()  # a window's first step is never still
+
+
 def test_predict_and_evaluate_end_to_end(prior_run, tmp_path, capsys):
     code, out, err = cli(capsys, "predict", prior_run, "--context", "2", "-n", "2", "-o", tmp_path / "p")
     assert code == 0, err
@@ -262,6 +289,7 @@ def test_predict_and_evaluate_end_to_end(prior_run, tmp_path, capsys):
     assert predicted.shape == (2, 2, 3, 64, 64) and predicted.dtype == np.uint8
     metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())
     assert len(metrics["prediction_psnr_per_frame"]) == 2 and metrics["sampling"]["temperature"] == 0.7
+    assert metrics["sampling"]["guidance"] == 2.5  # the prior dropped its actions in training: guided
     # given actions: all turns left, in a JSON file of action names
     (tmp_path / "left.json").write_text(json.dumps(["TURN_LEFT", "TURN_LEFT"]))
     code, _, err = cli(capsys, "predict", prior_run, "--context", "2", "-n", "2", "--actions", tmp_path / "left.json",
@@ -283,8 +311,13 @@ def test_predict_and_evaluate_end_to_end(prior_run, tmp_path, capsys):
     assert len(metrics["reconstruction_psnr_per_frame"]) == 4
     low, high = metrics["action_gain_psnr_interval"]
     assert low <= high
-    # the ceiling is the reconstruction's future frames
-    assert metrics["ceiling_psnr_per_frame"] == metrics["reconstruction_psnr_per_frame"][2:]
+    low, high = metrics["copy_last_gain_psnr_interval"]
+    gain = metrics["prediction_psnr"] - metrics["copy_last_psnr"]
+    assert low <= gain <= high  # the mean gain, inside its paired bootstrap interval
+    # the ceiling is the reconstruction's future frames, where they are not still steps
+    assert 0 <= metrics["still_steps"] <= 1
+    if metrics["still_steps"] == 0:
+        assert metrics["ceiling_psnr_per_frame"] == metrics["reconstruction_psnr_per_frame"][2:]
 
 
 def test_prediction_errors(prior_run, tmp_path, capsys):
@@ -331,3 +364,19 @@ def test_mp4_needs_its_backend(prior_run, tmp_path, capsys):
     else:
         assert code == 0, err
         assert (tmp_path / "m" / "000000.mp4").stat().st_size > 0
+
+
+def test_predictions_are_guided_by_default_only_where_the_prior_can_be():
+    from types import SimpleNamespace
+
+    from vqvae.modalities.video.predict import ACTION_GUIDANCE, prediction_sampling
+
+    def prior(num_actions, action_dropout):
+        return SimpleNamespace(config=SimpleNamespace(num_actions=num_actions, action_dropout=action_dropout))
+
+    assert prediction_sampling(prior(4, 0.1)) == {"temperature": 0.7, "top_k": None, "top_p": None,
+                                                  "guidance": ACTION_GUIDANCE}
+    assert prediction_sampling(prior(None, 0.1))["guidance"] == 1.0  # unconditional (Moving MNIST)
+    assert prediction_sampling(prior(4, 0.0))["guidance"] == 1.0  # never learned without its actions
+    assert prediction_sampling(prior(4, 0.1), {"guidance": 1.0, "temperature": 1.0}) == {
+        "temperature": 1.0, "top_k": None, "top_p": None, "guidance": 1.0}

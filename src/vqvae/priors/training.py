@@ -88,7 +88,8 @@ def start_prior_run(
     if unknown:
         raise ValueError(f"the {arch} prior has no settings {unknown}: this run's codes need a prior "
                          f"that takes them (--arch transformer takes actions)")
-    prior = PRIORS[arch][1](codebook_size=tokenizer["model"]["codebook_size"], latent_shape=tuple(latent_shape),
+    symbols = settings.pop("codebook_size", tokenizer["model"]["codebook_size"])  # a modality may add symbols
+    prior = PRIORS[arch][1](codebook_size=symbols, latent_shape=tuple(latent_shape),
                             num_classes=len(classes) if classes else None, **settings)
     return write_config(folder, {
         "format_version": ckpt.FORMAT_VERSION,

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from vqvae.atomic import write_bytes
 from vqvae.data.arrays import read_arrays
 from vqvae.modalities.video.data import VideoSet, open_video, read_window
+from vqvae.modalities.video.still import copy_still, fill_still, mark_still, still_steps
 from vqvae.runs import codes_cache_path, read_config
 
 Loader = Callable[[str | os.PathLike, str], nn.Module]  # (run, device) -> the run's tokenizer
@@ -94,33 +95,51 @@ def encode_clips(model: nn.Module, video: Tensor, device: str | torch.device = "
 
 
 @torch.no_grad()
-def decode_clips(model: nn.Module, codes: Tensor, device: str | torch.device = "cpu", batch_size: int = 16) -> Tensor:
-    """Clips ``(N, C, T, H, W)`` in [0, 1] decoded from codes ``(N, T', H', W')``."""
+def decode_clips(model: nn.Module, codes: Tensor, device: str | torch.device = "cpu", batch_size: int = 16,
+                 given: Tensor | None = None) -> Tensor:
+    """Clips ``(N, C, T, H, W)`` in [0, 1] decoded from codes ``(N, T', H', W')``: the
+    tokenizer's K codes, and K for a still step (:mod:`~vqvae.modalities.video.still`), which
+    repeats the frame before it. ``given`` ``(N, C, G, H, W)``: the true first frames (a
+    prediction's context), shown instead of their decoding and copied by still steps."""
     k = model.config.codebook_size
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= k):
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > k):
         raise ValueError(f"codes range over [{int(codes.min())}, {int(codes.max())}] but this run's codebook "
-                         f"has K={k} codes: were they encoded with another run?")
+                         f"has K={k} codes (and {k} for a still step): were they encoded with another run?")
     if codes.dim() != 4:
         raise ValueError(f"video codes must be (N, T', H', W'), got shape {tuple(codes.shape)}")
     model.eval()
-    parts = [model.decode(codes[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(codes), batch_size)]
-    return torch.cat(parts)
+    filled, still = fill_still(codes, k)
+    parts = [model.decode(filled[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(codes), batch_size)]
+    clips = torch.cat(parts)
+    if given is None and not still.any():
+        return clips
+    return copy_still(clips, still, model.config.factors[0], given)
+
+
+def window_codes(model: nn.Module, video: Tensor, device: str | torch.device = "cpu") -> Tensor:
+    """What a prior learns from windows ``(N, C, T, H, W)``: their codes ``(N, T', H', W')``,
+    with K at every position of their still steps (:mod:`~vqvae.modalities.video.still`)."""
+    still = still_steps(video, model.config.factors[0])
+    return mark_still(encode_clips(model, video, device), still, model.config.codebook_size)
 
 
 def prior_windows(load: Loader, run: str | os.PathLike, split: str, steps: int, data: str | None = None,
                   data_dir: str | None = None, device: str = "cpu") -> tuple[Tensor, Tensor | None]:
     """Codes of the split's windows of ``steps`` code time steps, and each step's actions, for a
     prior. Windows start every half window in every episode (overlapping halves double what a
-    prior sees of a small collection); encoded once and cached in ``RUN/codes/``.
+    prior sees of a small collection); encoded once and cached in ``RUN/codes/``. Still steps
+    hold K at every position (:mod:`~vqvae.modalities.video.still`).
 
     Returns:
-        ``(codes (N, T', H', W') int64, actions (N, T', f) int64 or None)``.
+        ``(codes (N, T', H', W') int64 in [0, K], actions (N, T', f) int64 or None)``.
     """
     config = read_config(run)
     factor = time_factor(config)
     frames = steps * factor
     stride = max(factor, frames // 2 // factor * factor)
-    path = codes_cache_path(run, f"video-{split}", (data or config["data"]["spec"], data_dir, split, frames, stride))
+    # "still": steps whose frames repeat the one before them are marked (K), see still.py
+    path = codes_cache_path(run, f"video-{split}", (data or config["data"]["spec"], data_dir, split, frames, stride,
+                                                     "still"))
     if not path.exists():
         videos = run_videos(run, split, data, data_dir)
         model = load(run, device)
@@ -128,9 +147,9 @@ def prior_windows(load: Loader, run: str | os.PathLike, split: str, steps: int, 
         picks = strided_windows(videos, frames, stride)
         for i in range(0, len(picks), 64):  # a few windows at a time: the split never sits in memory
             video, acts = read_windows(videos, picks[i : i + 64], frames)
-            codes.append(encode_clips(model, video, device))
+            codes.append(window_codes(model, video, device))
             actions.append(acts)
-        arrays = {"codes": torch.cat(codes).numpy().astype(np.int16 if model.config.codebook_size <= 32768 else np.int32)}
+        arrays = {"codes": torch.cat(codes).numpy().astype(np.int16 if model.config.codebook_size < 32768 else np.int32)}
         if actions[0] is not None:
             arrays["actions"] = torch.cat(actions).numpy()
         buffer = io.BytesIO()

@@ -10,9 +10,12 @@ holds the mean over the frames it concerns and ``KEY_per_frame`` the list beside
   those of window i + 1): what the actions are worth;
 * ``copy_last_*``: the last context frame repeated;
 * ``ceiling_*``: the tokenizer's reconstruction of the true future frames, the best a
-  prior over its codes could reach;
+  prior over its codes could reach (for a prior with still steps, the true future's still
+  steps marked, decoded as a prediction is: after the true context frames);
+* ``still_steps``: the fraction of the predicted code steps in which nothing moves;
 * ``action_gain_psnr_interval``: a paired bootstrap 95 % interval, over windows, of
-  prediction PSNR minus shuffled-actions PSNR.
+  prediction PSNR minus shuffled-actions PSNR;
+* ``copy_last_gain_psnr_interval``: the same for prediction PSNR minus copy-last PSNR.
 
 Data without actions (Moving MNIST) get the same keys without the action ones.
 """
@@ -36,12 +39,14 @@ from vqvae.modalities.video.data import fixed_windows
 from vqvae.modalities.video.metrics import frame_psnr, frame_ssim, paired_bootstrap, summarise
 from vqvae.modalities.video.predict import (
     CONTEXT,
-    PREDICTION_SAMPLING,
     check_context,
     copy_last,
+    has_still_symbol,
     predict_clips,
+    prediction_sampling,
     prior_frames,
 )
+from vqvae.modalities.video.still import mark_still, still_steps
 from vqvae.priors.training import load_prior
 from vqvae.quantize import codebook_perplexity
 from vqvae.runs import prior_folder, prior_names, read_config
@@ -94,7 +99,7 @@ def evaluate_video(load: Loader, run: str | os.PathLike, *, data: str | None = N
                                  "--arch transformer for the prediction keys")
         return metrics
     future = video[:, :, context:]
-    sampling = {**PREDICTION_SAMPLING, **(sampling or {})}
+    sampling = prediction_sampling(prior_model, sampling)
     predicted = predict_clips(tokenizer, prior_model, video, actions, context, sampling=sampling, seed=seed,
                               device=device, batch_size=batch_size)
     scores, prediction_psnr = _scores("prediction", future, predicted)
@@ -108,7 +113,14 @@ def evaluate_video(load: Loader, run: str | os.PathLike, *, data: str | None = N
         scores, shuffled_psnr = _scores("shuffled_actions", future, shuffled)
         metrics.update(scores)
         metrics["action_gain_psnr_interval"] = paired_bootstrap(prediction_psnr, shuffled_psnr, seed=seed)
-    metrics.update(_scores("copy_last", future, copy_last(video, context))[0])
+    scores, copy_last_psnr = _scores("copy_last", future, copy_last(video, context))
+    metrics.update(scores)
+    metrics["copy_last_gain_psnr_interval"] = paired_bootstrap(prediction_psnr, copy_last_psnr, seed=seed)
+    if has_still_symbol(prior_model, tokenizer):
+        still = still_steps(video, factor)
+        marked = mark_still(codes, still, tokenizer.config.codebook_size)
+        recon = decode_clips(tokenizer, marked, device, batch_size, given=video[:, :, :context])
+        metrics["still_steps"] = float(still[:, context // factor :].float().mean())
     metrics.update(_scores("ceiling", future, recon[:, :, context:])[0])
     return metrics
 

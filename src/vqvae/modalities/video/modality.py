@@ -48,7 +48,7 @@ TRAIN_OPTIONS = (
 SAMPLING_OPTIONS = (
     Option("--temperature", "sampling temperature of the predictions (default 0.7)", float),
     Option("--top-k", "keep the k most likely codes when predicting (default: all; 1 is greedy)", int),
-    Option("--guidance", "classifier-free guidance over the actions (default 1: none)", float),
+    Option("--guidance", "classifier-free guidance over the actions (default 2.5 for a prior trained with action dropout, else 1)", float),
     Option("--seed", "seeds the predictions (default 0)", int),
 )
 
@@ -170,9 +170,11 @@ class VideoModality(Modality):
         return self.build(config).latent_shape((frames, height, width))
 
     def prior_settings(self, config: dict) -> dict:
-        """An action-conditioned prior for data with actions: ``f`` actions per code step."""
+        """K + 1 symbols, the last for still steps (:mod:`~vqvae.modalities.video.still`); an
+        action-conditioned prior for data with actions: ``f`` actions per code step."""
+        symbols = {"codebook_size": config["model"]["codebook_size"] + 1}
         actions = config["data"].get("num_actions")
-        return {"num_actions": actions, "actions_per_step": time_factor(config)} if actions else {}
+        return {**symbols, "num_actions": actions, "actions_per_step": time_factor(config)} if actions else symbols
 
     def prior_codes(self, run, split, data, data_dir, shape) -> tuple[Tensor, None, Tensor | None]:
         codes, actions = prior_windows(self.load, run, split, shape[0], data, data_dir)

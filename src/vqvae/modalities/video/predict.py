@@ -10,6 +10,9 @@ end): on ViZDoom only 2 % of the third step's codes then matched those of the fu
 the prior was trained on, against 66 % with the last frame repeated (58 and 33 % against
 90 and 82 % for the first two steps). The predicted frames are the decoded grid's frames
 from ``context`` on; ``context`` must be a whole number of code time steps (a multiple of f).
+For a prior with still steps (:mod:`~vqvae.modalities.video.still`) the given steps in
+which nothing moved are marked as in its training data, and a predicted still step repeats
+the frame before it exactly (the last given frame, when the prediction starts still).
 
 Letters: N windows, C channels, T frames, T' code time steps, f frames per step.
 """
@@ -38,6 +41,7 @@ from vqvae.modalities.video.codes import (
 from vqvae.modalities.video.data import fixed_windows
 from vqvae.modalities.video.metrics import frame_psnr, frame_ssim, summarise
 from vqvae.modalities.video.outputs import check_format, save_npy, to_frames, write_pairs
+from vqvae.modalities.video.still import mark_still, still_steps
 from vqvae.priors.training import load_prior
 from vqvae.runs import prior_folder, read_config
 
@@ -45,8 +49,22 @@ from vqvae.runs import prior_folder, read_config
 # windows, docs/video.md) it had the best PSNR (23.50 dB against 23.37 greedy, 23.34 at 0.4,
 # 23.47 at 1), the best SSIM with greedy (0.432), and a gain from the actions whose
 # bootstrap interval clears zero; greedy draws narrow the picture to fewer distinct codes.
-PREDICTION_SAMPLING = {"temperature": 0.7, "top_k": None, "top_p": None, "guidance": 1.0}
+PREDICTION_SAMPLING = {"temperature": 0.7, "top_k": None, "top_p": None}
+# Guidance over the actions, for a prior that can use it (one trained with action dropout):
+# it sharpens what the actions imply, above all whether the view stands still. On ViZDoom
+# (64 training windows, docs/video.md) guidance 1 / 1.5 / 2 / 2.5 / 3 / 4 gave 23.97 / 24.38
+# / 24.46 / 24.90 / 24.67 / 24.24 dB (copying the last frame: 23.41).
+ACTION_GUIDANCE = 2.5
 CONTEXT = 6
+
+
+def prediction_sampling(prior: nn.Module, sampling: dict | None = None) -> dict:
+    """How a prediction is drawn: :data:`PREDICTION_SAMPLING`, with guidance
+    :data:`ACTION_GUIDANCE` for a prior trained with action dropout (1 for any other), then
+    the keys of ``sampling`` that are given."""
+    config = prior.config
+    guided = bool(getattr(config, "num_actions", None)) and getattr(config, "action_dropout", 0) > 0
+    return {**PREDICTION_SAMPLING, "guidance": ACTION_GUIDANCE if guided else 1.0, **(sampling or {})}
 
 
 def check_context(context: int, frames: int, factor: int) -> None:
@@ -78,7 +96,7 @@ def predict_clips(tokenizer: nn.Module, prior: nn.Module, video: Tensor, actions
         actions: int64 ``(N, T)``, ``actions[:, t]`` takes frame t to t + 1 (None: no actions).
         context: frames given, a multiple of f.
         sampling: ``temperature``, ``top_k``, ``top_p``, ``guidance`` (default
-            :data:`PREDICTION_SAMPLING`).
+            :func:`prediction_sampling`).
         seed: the same seed draws the same predictions.
 
     Returns:
@@ -93,20 +111,28 @@ def predict_clips(tokenizer: nn.Module, prior: nn.Module, video: Tensor, actions
     num_actions = prior.config.num_actions
     if num_actions is not None and actions is None:
         raise ValueError("this prior is conditioned on actions, but the data have none: give --actions FILE")
-    sampling = {**PREDICTION_SAMPLING, **(sampling or {})}
+    sampling = prediction_sampling(prior, sampling)
     generator = torch.Generator(device).manual_seed(seed)
     predicted = []
     for i in range(0, len(video), batch_size):
         given = video[i : i + batch_size, :, :context]  # (B, C, context, H, W)
         held = given[:, :, -1:].expand(-1, -1, frames - context, -1, -1)  # the last given frame, held
         prefix = encode_clips(tokenizer, torch.cat([given, held], dim=2), device)[:, : context // factor]  # (B, t0, H', W')
+        if has_still_symbol(prior, tokenizer):  # the given steps in which nothing moved, as in training
+            prefix = mark_still(prefix, still_steps(given, factor), tokenizer.config.codebook_size)
         steps = None
         if num_actions is not None:
             steps = step_actions(actions[i : i + batch_size], factor, num_actions).to(device)  # (B, T', f)
         codes = prior.sample(len(prefix), prefix=prefix.to(device), actions=steps, generator=generator,
                              **sampling)  # (B, T', H', W')
-        predicted.append(decode_clips(tokenizer, codes.cpu(), device)[:, :, context:])
+        predicted.append(decode_clips(tokenizer, codes.cpu(), device, given=given)[:, :, context:])
     return torch.cat(predicted)
+
+
+def has_still_symbol(prior: nn.Module, tokenizer: nn.Module) -> bool:
+    """Whether the prior draws still steps (:mod:`~vqvae.modalities.video.still`): K + 1 symbols.
+    Priors trained before still steps existed have K."""
+    return prior.config.codebook_size == tokenizer.config.codebook_size + 1
 
 
 def copy_last(video: Tensor, context: int) -> Tensor:
@@ -199,7 +225,7 @@ def predict_run(load: Loader, run: str | os.PathLike, out: str | os.PathLike, *,
     metrics = {"run": str(run), "prior": folder.name, "context": context, "frames": frames, "windows": len(picks),
                "held_out": [list(p) for p in picks], "actions": "file " + str(actions_file) if actions_file else
                ("recorded" if actions is not None else None), "seed": seed,
-               "sampling": {**PREDICTION_SAMPLING, **(sampling or {})},
+               "sampling": prediction_sampling(prior_model, sampling),
                **summarise("prediction_psnr", frame_psnr(future, predicted)),
                **summarise("prediction_ssim", frame_ssim(future, predicted)),
                **summarise("copy_last_psnr", frame_psnr(future, baseline)),
