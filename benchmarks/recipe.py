@@ -84,6 +84,7 @@ TASKS = {
          "linear-1e-3": ["--schedule", "linear", "--lr", "1e-3", "--warmup", "100"],
          "beta2-0.99": [*COSINE_2E3, "--adam-beta2", "0.99"],
          "beta2-0.99-3e-3": ["--schedule", "cosine", "--lr", "3e-3", "--warmup", "200", "--adam-beta2", "0.99"],
+         "decay-0.95": [*COSINE_2E3, "--decay", "0.95"],
          "beta2-0.99-decay-0.95": [*COSINE_2E3, "--adam-beta2", "0.99", "--decay", "0.95"],
          "beta2-0.99-decay-0.9": [*COSINE_2E3, "--adam-beta2", "0.99", "--decay", "0.9"],
          "group-norm": [*COSINE_2E3, "--encoder-norm", "group"],
