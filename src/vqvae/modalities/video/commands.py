@@ -25,7 +25,8 @@ def add_predict(sub, video: Modality) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0.7)")
     p.add_argument("--top-k", type=int, help="keep the k most likely codes (default: all; 1 is greedy)")
     p.add_argument("--top-p", type=float, help="nucleus sampling: keep the codes that make up this probability")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance over the actions (default 2.5 for a prior trained with action dropout, else 1)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance over the actions (default 2.5 for "
+                   "a prior trained with action dropout, else 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=FORMATS, default="gif", help="animation format (mp4 needs imageio-ffmpeg)")
     p.add_argument("--data", metavar="SPEC", help="other video data (default: the run's own)")

@@ -48,7 +48,8 @@ TRAIN_OPTIONS = (
 SAMPLING_OPTIONS = (
     Option("--temperature", "sampling temperature of the predictions (default 0.7)", float),
     Option("--top-k", "keep the k most likely codes when predicting (default: all; 1 is greedy)", int),
-    Option("--guidance", "classifier-free guidance over the actions (default 2.5 for a prior trained with action dropout, else 1)", float),
+    Option("--guidance", "classifier-free guidance over the actions (default 2.5 for a prior trained "
+           "with action dropout, else 1)", float),
     Option("--seed", "seeds the predictions (default 0)", int),
 )
 
