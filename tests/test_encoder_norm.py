@@ -11,7 +11,7 @@ import vqvae
 from vqvae import VAE, VQVAE, VQVAEConfig
 from vqvae.autoencoder import VAEConfig
 from vqvae.cli import main
-from vqvae.modalities.image.task import IMAGE_TRAIN
+from vqvae.modalities.image.task import IMAGE_MODEL, IMAGE_TRAIN
 from vqvae.nets import Encoder
 from vqvae.train import TrainConfig
 
@@ -83,19 +83,28 @@ def test_the_levers_are_flags_and_a_constant_rate_is_the_papers_recipe(tmp_path,
     assert main(["train", *tiny, "--out", str(tmp_path / "new")]) == 0
     new = config(tmp_path / "new")
     assert "encoder_norm" not in new["model"]  # the paper's encoder, written as before the option existed
-    assert (new["train"]["adam_beta2"], new["train"]["warmup_steps"]) == (0.999, IMAGE_TRAIN["warmup_steps"])
+    assert (new["train"]["adam_beta2"], new["train"]["warmup_steps"]) == (0.99, IMAGE_TRAIN["warmup_steps"])
+    assert new["model"]["decay"] == IMAGE_MODEL["vqvae"]["decay"] == 0.95  # the image recipe's codebook
     assert main(["train", *tiny, "--out", str(tmp_path / "levers"), "--encoder-norm", "group",
                  "--adam-beta2", "0.99"]) == 0
     levers = config(tmp_path / "levers")
     assert (levers["model"]["encoder_norm"], levers["train"]["adam_beta2"]) == ("group", 0.99)
     assert len(_norms(vqvae.load(tmp_path / "levers").encoder)) == 3
     assert main(["train", *tiny, "--out", str(tmp_path / "paper"), "--schedule", "constant", "--lr", "2e-4"]) == 0
-    train = config(tmp_path / "paper")["train"]
-    # a constant rate comes without the decaying schedule's warm-up: the paper's recipe in two flags
+    paper = config(tmp_path / "paper")
+    train = paper["train"]
+    # a constant rate comes without the decaying recipe's warm-up, beta2 and codebook decay:
+    # the paper's recipe in two flags
     assert (train["schedule"], train["lr"], train["warmup_steps"]) == ("constant", 2e-4, 0)
+    assert (train["adam_beta2"], paper["model"]["decay"]) == (0.999, 0.99)
     assert main(["train", *tiny, "--out", str(tmp_path / "mixed"), "--schedule", "constant", "--warmup", "5"]) == 0
     mixed = config(tmp_path / "mixed")["train"]
     assert (mixed["warmup_steps"], mixed["lr"]) == (5, IMAGE_TRAIN["lr"])
+    # the continuous baseline takes the training recipe; a codebook decay does not apply to it
+    vae_flags = tiny[:6] + tiny[10:]  # without --codebook-size and --code-dim
+    assert main(["train", *vae_flags, "--model", "vae", "--latent-dim", "4", "--out", str(tmp_path / "vae")]) == 0
+    vae = config(tmp_path / "vae")
+    assert "decay" not in vae["model"] and vae["train"]["adam_beta2"] == IMAGE_TRAIN["adam_beta2"]
 
 
 def test_resuming_a_run_from_before_the_levers_accepts_their_defaults(tmp_path, tiny_images, capsys):

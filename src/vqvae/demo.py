@@ -14,13 +14,13 @@ import torch
 from vqvae.atomic import write_json
 from vqvae.generate import sample_codes
 from vqvae.modalities import MODALITIES
-from vqvae.modalities.image.task import IMAGE_TRAIN
+from vqvae.modalities.image.task import IMAGE_MODEL, IMAGE_TRAIN
 from vqvae.priors.training import PRIOR_TRAIN
 from vqvae.train import TrainConfig
 from vqvae.workflow import start_prior_run, start_run, train_prior, train_tokenizer
 
 DEMO_DATA = "mnist-mini"
-DEMO_MODEL = {"hidden": 64, "res_hidden": 32, "codebook_size": 128, "code_dim": 32}
+DEMO_MODEL = {"hidden": 64, "res_hidden": 32, "codebook_size": 128, "code_dim": 32, **IMAGE_MODEL["vqvae"]}
 DEMO_TRAIN = TrainConfig(**IMAGE_TRAIN, batch_size=64, max_steps=1500, val_every=500, val_images=500,
                          checkpoint_every=500, log_every=25)  # the image runs' recipe, decaying over the 1,500 steps
 DEMO_PRIOR = {"width": 128, "depth": 4}

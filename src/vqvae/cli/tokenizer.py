@@ -31,17 +31,19 @@ TRAIN_FLAGS = {
                     "this decay, e.g. 0.999 (default: off, the live weights)"),
     "--grad-clip": ("grad_clip", float, "clip the global gradient norm to this value before each "
                     "step (default: off)"),
-    "--adam-beta2": ("adam_beta2", float, "Adam's second-moment decay (default 0.999)"),
+    "--adam-beta2": ("adam_beta2", float, "Adam's second-moment decay (default images 0.99, others "
+                                          "0.999; 0.999 with --schedule constant)"),
 }
 
 
 def recipe_defaults(defaults: dict, schedule: str | None) -> dict:
-    """A modality's training defaults for a new run whose ``--schedule`` is ``schedule``: a
-    constant rate is the paper's recipe, so it drops the decaying default's warm-up (the
-    run's own ``--warmup`` still applies)."""
+    """A modality's defaults (training or model settings) for a new run whose ``--schedule``
+    is ``schedule``: a constant rate is the paper's recipe, so of the decaying recipe it keeps
+    only the peak rate (``--lr`` sets it) and drops the rest: warm-up, Adam's beta2, the
+    codebook's decay (the run's own flags still apply)."""
     if schedule != "constant":
         return defaults
-    return {k: v for k, v in defaults.items() if k != "warmup_steps"}
+    return {k: v for k, v in defaults.items() if k == "lr"}
 
 
 def add_train(sub) -> None:
@@ -110,6 +112,7 @@ def _train(args: argparse.Namespace) -> str:
         if args.max_steps is not None:
             train["max_steps"] = args.max_steps
         train = {**recipe_defaults(modality.train_defaults, args.schedule), **train}
+        model = {**recipe_defaults(modality.model_defaults.get(kind, {}), args.schedule), **model}
         start_run(args.out, args.data, model, TrainConfig(**train), model=args.model, data_dir=args.data_dir,
                   options=data_options, force=args.force, modality=modality)
     summary = train_tokenizer(args.out, max_steps=args.max_steps, time_budget=args.time_budget,

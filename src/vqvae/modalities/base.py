@@ -77,6 +77,9 @@ class Modality:
     fallback: bool = False
     #: Overrides of :class:`~vqvae.train.TrainConfig` defaults for this modality's tokenizers.
     train_defaults: dict[str, Any] = {}
+    #: Overrides of the model config's defaults for a new run, per config ``kind``; like
+    #: ``train_defaults`` (beyond the peak rate) they belong to the decaying recipe.
+    model_defaults: dict[str, dict[str, Any]] = {}
     #: Defaults of ``-n`` for ``reconstruct``.
     reconstruct_count: int = 8
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from vqvae.modalities.base import Option
 
 
-def quantizer_options(codebook_size: int = 512) -> tuple[Option, ...]:
-    """The codebook's flags, with this modality's K in their help."""
+def quantizer_options(codebook_size: int = 512, decay: str = "0.99") -> tuple[Option, ...]:
+    """The codebook's flags, with this modality's K and EMA decay in their help."""
     return (
         Option("--codebook-size", f"K, number of codes (default {codebook_size})", int, field="codebook_size"),
         Option("--code-dim", "D, code dimension (default 64)", int, field="code_dim"),
         Option("--quantizer", "ema (appendix A.1, default) or grad", str, field="quantizer"),
         Option("--beta", "commitment cost (default 0.25)", float, field="beta"),
-        Option("--decay", "EMA decay (default 0.99)", float, field="decay"),
+        Option("--decay", f"EMA decay (default {decay})", float, field="decay"),
         Option("--dead-code-window", "re-seed codes unused this many steps (default 100)", int,
                field="dead_code_window"),
         Option("--kmeans-init", "start the codebook from k-means on the first batch (default on)", None,

@@ -14,15 +14,15 @@ from vqvae.modalities.base import Modality, Option
 from vqvae.modalities.image import evaluation, retrieval, stream
 from vqvae.modalities.image.data import ImageData, image_datasets, load_images
 from vqvae.modalities.image.outputs import write_images, write_samples
-from vqvae.modalities.image.task import IMAGE_TRAIN, ImageTask
-from vqvae.modalities.options import QUANTIZER_OPTIONS, encoder_options
+from vqvae.modalities.image.task import IMAGE_MODEL, IMAGE_TRAIN, ImageTask
+from vqvae.modalities.options import encoder_options, quantizer_options
 from vqvae.nets import ENCODER_NORMS
 from vqvae.runs import CodeFile
 from vqvae.train import LoopState, TrainConfig
 
 TRAIN_OPTIONS = (
     *encoder_options(256, 256, 2, "2 gives 32x32 -> 8x8 (default 2)"),
-    *QUANTIZER_OPTIONS,
+    *quantizer_options(decay="0.95; 0.99 with --schedule constant"),
     Option("--encoder-norm", "none (default, the paper's encoder) or group: group normalisation after each "
            "strided and the 3x3 convolution of the encoder (better per step, slower per step on CPUs)", str,
            choices=ENCODER_NORMS, field="encoder_norm"),
@@ -46,6 +46,7 @@ class ImageModality(Modality):
     fallback = True  # the image loaders' errors explain unknown names and paths
     reconstruct_count = 32
     train_defaults = IMAGE_TRAIN
+    model_defaults = IMAGE_MODEL
     options = {
         "train": TRAIN_OPTIONS,
         "evaluate": (Option("--bits-per-dim", "also the negative ELBO in bits per dimension, with its "
