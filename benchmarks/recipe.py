@@ -166,11 +166,22 @@ def train(command: list[str], limit: list[str], seed: int, flags: list[str], out
     return round(time.monotonic() - start, 1)
 
 
+def report(command: str, run: Path, path: Path, *args: str) -> dict:
+    """``vqvae COMMAND RUN [ARGS] --json PATH``, read back."""
+    vqvae(command, str(run), *args, "--json", str(path), quiet=True)
+    return json.loads(path.read_text())
+
+
+def sample_figures(m: dict) -> dict:
+    """The row's figures from an ``evaluate-samples`` report."""
+    return {"label_accuracy": m["label_accuracy"], "frechet_distance": m["frechet_distance"],
+            "guidance": m["guidance"], "real_vs_real_frechet_distance": m["frechet_distance_real_train_vs_held_out"]}
+
+
 def run_cifar(task: Task, name: str, limit: list[str], seed: int, runs: Path, judges: Path | None) -> dict:
     run = runs / f"cifar-{name}-seed{seed}-{limit_label(limit)}"
     seconds = train(task.command, limit, seed, task.variants[name], ["--out", str(run)])
-    vqvae("evaluate", str(run), "--json", str(run / "eval.json"), quiet=True)
-    m = json.loads((run / "eval.json").read_text())
+    m = report("evaluate", run, run / "eval.json")
     return {"steps": last_step(run), "train_seconds": seconds, "split": m["split"], "nmse": m["nmse"],
             "psnr": m["psnr"], "perplexity": m["perplexity"], "codes_used": m["codes_used"]}
 
@@ -179,36 +190,27 @@ def run_mnist_prior(task: Task, name: str, limit: list[str], seed: int, runs: Pa
     tokenizer = runs / f"mnist-tokenizer-seed{seed}"
     if not (tokenizer / "model.safetensors").exists():  # one tokenizer a seed, shared by the variants
         train(MNIST_TOKENIZER, [], seed, [], ["--out", str(tokenizer)])
-        vqvae("evaluate", str(tokenizer), "--json", str(tokenizer / "eval.json"), quiet=True)
+        report("evaluate", tokenizer, tokenizer / "eval.json")
     tokenizer_nmse = json.loads((tokenizer / "eval.json").read_text())["nmse"]
     prior = f"transformer-{name}-{limit_label(limit)}"
     command = [part.replace("{run}", str(tokenizer)) for part in task.command]
     seconds = train(command, limit, seed, task.variants[name], ["--name", prior])
-    report = tokenizer / f"samples-{prior}.json"
-    vqvae("evaluate-samples", str(tokenizer), "--prior", prior, "--json", str(report), quiet=True)
-    m = json.loads(report.read_text())
+    samples = report("evaluate-samples", tokenizer, tokenizer / f"samples-{prior}.json", "--prior", prior)
     return {"tokenizer_steps": last_step(tokenizer), "tokenizer_nmse": tokenizer_nmse,
-            "steps": last_step(tokenizer / "priors" / prior), "train_seconds": seconds, "label_accuracy": m["label_accuracy"],
-            "frechet_distance": m["frechet_distance"], "guidance": m["guidance"],
-            "real_vs_real_frechet_distance": m["frechet_distance_real_train_vs_held_out"]}
+            "steps": last_step(tokenizer / "priors" / prior), "train_seconds": seconds, **sample_figures(samples)}
 
 
 def run_mnist(task: Task, name: str, limit: list[str], seed: int, runs: Path, judges: Path | None) -> dict:
     tokenizer = runs / f"mnist-{name}-seed{seed}-{limit_label(limit)}"
     tokenizer_seconds = train(task.command, limit, seed, task.variants[name], ["--out", str(tokenizer)])
-    vqvae("evaluate", str(tokenizer), "--json", str(tokenizer / "eval.json"), quiet=True)
-    tokenizer_eval = json.loads((tokenizer / "eval.json").read_text())
+    tokenizer_eval = report("evaluate", tokenizer, tokenizer / "eval.json")
     prior = TASKS["mnist-prior"]
     command = [part.replace("{run}", str(tokenizer)) for part in prior.command]
     train(command, ["--time-budget", str(prior.budget)], seed, [], [])
-    vqvae("evaluate-samples", str(tokenizer), "--json", str(tokenizer / "samples.json"), quiet=True)
-    samples = json.loads((tokenizer / "samples.json").read_text())
+    samples = report("evaluate-samples", tokenizer, tokenizer / "samples.json")
     return {"tokenizer_steps": last_step(tokenizer), "tokenizer_seconds": tokenizer_seconds,
             "tokenizer_nmse": tokenizer_eval["nmse"], "tokenizer_perplexity": tokenizer_eval["perplexity"],
-            "prior_steps": last_step(tokenizer / "priors" / "transformer"),
-            "label_accuracy": samples["label_accuracy"], "frechet_distance": samples["frechet_distance"],
-            "guidance": samples["guidance"],
-            "real_vs_real_frechet_distance": samples["frechet_distance_real_train_vs_held_out"]}
+            "prior_steps": last_step(tokenizer / "priors" / "transformer"), **sample_figures(samples)}
 
 
 def run_fsdd(task: Task, name: str, limit: list[str], seed: int, runs: Path, judges: Path | None) -> dict:
@@ -217,8 +219,7 @@ def run_fsdd(task: Task, name: str, limit: list[str], seed: int, runs: Path, jud
     if judges is not None:
         for judge in ("digit", "speaker"):
             shutil.copytree(judges / judge, run / "classifiers" / judge, dirs_exist_ok=True)
-    vqvae("evaluate", str(run), "--json", str(run / "eval.json"), quiet=True)
-    m = json.loads((run / "eval.json").read_text())
+    m = report("evaluate", run, run / "eval.json")
     keys = ("reconstruction_digit_accuracy", "reconstruction_speaker_accuracy", "conversion_digit_accuracy",
             "conversion_speaker_accuracy", "conversion_source_speaker_rate", "codes_used")
     return {"steps": last_step(run), "train_seconds": seconds, **{k: m[k] for k in keys}}

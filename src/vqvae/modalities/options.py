@@ -20,9 +20,6 @@ def quantizer_options(codebook_size: int = 512, decay: str = "0.99") -> tuple[Op
     )
 
 
-QUANTIZER_OPTIONS = quantizer_options()  # the paper's K = 512
-
-
 def encoder_options(hidden: int, res_hidden: int, blocks: int, downsamples: str) -> tuple[Option, ...]:
     """The encoder's size flags, with this modality's defaults in their help."""
     return (

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from vqvae.autoencoder import VQVAE, VQVAEConfig
 from vqvae.modalities.base import Modality, Option
-from vqvae.modalities.options import QUANTIZER_OPTIONS, encoder_options
+from vqvae.modalities.options import encoder_options, quantizer_options
 from vqvae.modalities.video import commands, outputs
 from vqvae.modalities.video.codes import (
     decode_clips,
@@ -42,7 +42,7 @@ TRAIN_OPTIONS = (
     *encoder_options(64, 32, 2, "3 gives 64x64 -> 8x8 (default 3), 2 gives 16x16"),
     Option("--time-downsamples", "how many of the strided convolutions also halve time: 1 gives 16 frames -> 8 "
            "code steps (default 1), 2 gives 4", int, field="time_downsamples"),
-    *QUANTIZER_OPTIONS,
+    *quantizer_options(),
     Option("--frames", f"frames per training window (default {FRAMES})", int),
 )
 SAMPLING_OPTIONS = (
